@@ -1,0 +1,43 @@
+# scalp_lib developer commands. `make test` is what CI runs (.ci/run); `make reports` renders every report.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export OMP_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+export MPLBACKEND ?= Agg
+export PYTHONUNBUFFERED ?= 1
+PYTEST_ARGS ?=
+
+.PHONY: install test pytest sync-check reports lab clean-reports
+
+$(STAMP): pyproject.toml constraints-ci.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints-ci.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# nbdev-clean and nbdev-export must change nothing: notebooks are the only source of scalp_lib/*.py
+sync-check: install
+	$(BIN)/nbdev-clean
+	$(BIN)/nbdev-export
+	@if [ -n "$$(git status --porcelain)" ]; then \
+	  echo "ERROR: nbdev-clean/nbdev-export changed files (or the tree was not clean):"; git status --porcelain; \
+	  echo "Run 'make sync' (nbdev-export + nbdev-clean) and commit the result."; exit 1; fi
+
+sync: install
+	$(BIN)/nbdev-export
+	$(BIN)/nbdev-clean
+
+pytest: install
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
+
+test: sync-check pytest
+
+reports: install
+	$(PY) -m scalp_lib.report --all --output-dir reports
+
+lab: install
+	$(BIN)/jupyter lab nbs
