@@ -1,0 +1,216 @@
+"""Bar loading and validation: every bad input with its exact expectation, the real ES files, and garbage."""
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from scalp_lib.config import ScalpLibError
+from scalp_lib.data import (DataValidationError, OHLCV, demo_bars, load_bars, load_ticks, session_dates,
+                            ticks_to_bars, validate_bars, validate_file)
+
+HEADER = "timestamp,open,high,low,close,volume\n"
+GOOD = ["2024-01-02 08:30,4800.00,4801.00,4799.75,4800.50,100",
+        "2024-01-02 08:31,4800.50,4802.00,4800.25,4801.75,120",
+        "2024-01-02 08:32,4801.75,4802.25,4801.00,4801.25,90",
+        "2024-01-02 08:33,4801.25,4801.50,4800.00,4800.25,80"]
+
+
+def write(tmp_path, rows, name="bars.csv"):
+    p = tmp_path / name
+    p.write_text(HEADER + "\n".join(rows) + "\n")
+    return p
+
+
+def with_row(i, row):
+    rows = list(GOOD)
+    rows[i] = row
+    return rows
+
+
+@pytest.mark.parametrize("row,check", [
+    ("2024-01-02 08:31,4800.50,4802.00,4800.25,N/A,120", "non_numeric"),
+    ("timestamp,open,high,low,close,volume", "non_numeric"),
+    ("2024-01-02 08:31,4800.50,4802.00,4800.25,,120", "nan"),
+    ("2024-01-02 08:31,4800.50,4802.00,4800.25,inf,120", "inf"),
+    ("2024-01-02 08:31,4800.50,4799.00,4800.25,4801.75,120", "ohlc_inconsistent"),
+    ("2024-01-02 08:31,4803.00,4802.00,4800.25,4801.75,120", "ohlc_inconsistent"),
+    ("2024-01-02 08:31,4800.50,4802.00,4800.25,4800.00,120", "ohlc_inconsistent"),
+    ("2024-01-02 08:31,-1,4802.00,-2,4801.75,120", "non_positive_price"),
+    ("2024-01-02 08:31,4800.50,4802.00,4800.25,4801.75,-3", "negative_volume"),
+    ("2024-01-02 08:31,4800.60,4802.00,4800.25,4801.75,120", "off_tick"),
+    ("2024-01-02 08:30,4800.50,4802.00,4800.25,4801.75,120", "duplicate_timestamp"),
+    ("not a time,4800.50,4802.00,4800.25,4801.75,120", "bad_timestamp"),
+])
+def test_each_error_is_counted_repaired_and_strict_raises(tmp_path, row, check):
+    p = write(tmp_path, with_row(1, row))
+    rep = load_bars(p, policy="report").attrs["quality"]
+    assert rep.counts[check] == 1, rep.to_frame()
+    assert not rep.ok
+    repaired = load_bars(p, policy="repair")
+    q = repaired.attrs["quality"]
+    assert q.counts[check] == 1
+    # nothing is lost without being counted: every dropped row is accounted for by an error count
+    assert q.n_rows_in - q.n_rows_out <= sum(i.count for i in q.errors)
+    assert q.n_rows_in == 4
+    if check == "off_tick":
+        assert len(repaired) == 4 and repaired["open"].iloc[1] == 4800.50
+    else:
+        assert len(repaired) == 3
+    assert repaired.index.is_monotonic_increasing and repaired.index.is_unique
+    assert all(repaired[c].dtype == np.float64 for c in OHLCV)
+    with pytest.raises(DataValidationError) as e:
+        load_bars(p, policy="strict")
+    assert e.value.report.counts[check] == 1
+    assert check in str(e.value)
+
+
+def test_out_of_order_rows_are_sorted_not_dropped_and_strict_rejects_the_file(tmp_path):
+    p = write(tmp_path, [GOOD[1], GOOD[0], GOOD[2], GOOD[3]])
+    b = load_bars(p)
+    assert len(b) == 4 and b.index.is_monotonic_increasing
+    assert b.attrs["quality"].counts["out_of_order"] == 1
+    with pytest.raises(DataValidationError, match="out_of_order=1"):
+        load_bars(p, policy="strict")
+
+
+def test_thousands_separator_is_parsed_and_counted(tmp_path):
+    p = write(tmp_path, with_row(0, '2024-01-02 08:30,"4,800.00",4801.00,4799.75,4800.50,100'))
+    b = load_bars(p)
+    assert len(b) == 4 and b["open"].iloc[0] == 4800.0
+    assert b.attrs["quality"].counts["non_numeric"] == 1
+
+
+def test_warnings_are_reported_never_fatal(tmp_path):
+    rows = with_row(2, "2024-01-02 08:32,4801.75,4802.25,4801.00,4801.25,0")
+    rows.append("2024-01-02 11:00,4800.25,4800.50,4800.00,4800.25,10")  # 147-minute gap inside a session
+    b = load_bars(write(tmp_path, rows), policy="strict")
+    q = b.attrs["quality"]
+    assert q.ok and q.counts["zero_volume"] == 1 and q.counts["gap"] == 1
+    assert len(b) == 5
+
+
+def test_weekend_is_not_a_gap_but_a_missing_weekday_session_is():
+    bars = demo_bars(n_days=7, seed=0)  # Tue 2 Jan .. Wed 10 Jan 2024: crosses one weekend
+    assert validate_bars(bars).counts["gap"] == 0
+    dates = session_dates(bars.index)
+    holey = bars[dates != np.datetime64("2024-01-04")]
+    assert validate_bars(holey).counts["gap"] == 1
+
+
+def test_identical_bar_runs_are_counted():
+    b = demo_bars(n_days=1, seed=0).iloc[:50].copy()
+    b.iloc[10:20] = b.iloc[10].to_numpy()
+    assert validate_bars(b).counts["identical_run"] == 10
+
+
+def test_empty_and_structurally_wrong_input(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataValidationError, match="empty"):
+        load_bars(empty)
+    header_only = write(tmp_path, [], "header.csv")
+    with pytest.raises(DataValidationError, match="no rows"):
+        load_bars(header_only)
+    no_prices = tmp_path / "noprice.csv"
+    no_prices.write_text("timestamp,volume\n2024-01-02 08:30,5\n")
+    with pytest.raises(DataValidationError, match="open/high/low/close"):
+        load_bars(no_prices)
+    no_time = tmp_path / "notime.csv"
+    no_time.write_text("open,high,low,close,volume\n1,1,1,1,1\n")
+    with pytest.raises(DataValidationError, match="time stamp column"):
+        load_bars(no_time)
+    with pytest.raises(FileNotFoundError, match="missing.csv"):
+        load_bars(tmp_path / "missing.csv")
+    with pytest.raises(ValueError, match="policy"):
+        load_bars(write(tmp_path, GOOD), policy="lenient")
+
+
+def test_all_rows_bad_is_an_error_not_an_empty_frame(tmp_path):
+    p = write(tmp_path, ["x,a,b,c,d,e", "y,a,b,c,d,e"])
+    with pytest.raises(DataValidationError, match="no valid rows"):
+        load_bars(p)
+
+
+@pytest.mark.parametrize("unit,scale", [("s", 1), ("ms", 10**3), ("us", 10**6), ("ns", 10**9)])
+def test_epoch_time_stamps_in_any_unit(unit, scale):
+    t0 = int(pd.Timestamp("2024-01-02 14:30", tz="UTC").timestamp())
+    df = pd.DataFrame({"time": [t0 * scale, (t0 + 60) * scale], "Open": [4800.0, 4800.5], "High": [4801.0, 4801.0],
+                       "Low": [4799.5, 4800.0], "Close": [4800.5, 4800.75], "Volume": [10, 12]})
+    b = load_bars(df, instrument="ES")
+    assert str(b.index[0]) == "2024-01-02 08:30:00-06:00"
+
+
+def test_date_and_time_columns_and_offsets_and_parquet(tmp_path):
+    df = pd.DataFrame({"DATE": ["2024-07-01", "2024-07-01"], "TIME": ["09:30:00", "09:31:00"], "OPEN": [5500.0, 5500.25],
+                       "HIGH": [5501.0, 5501.0], "LOW": [5499.0, 5500.0], "CLOSE": [5500.25, 5500.5], "VOL": [5, 6]})
+    b = load_bars(df, tz="America/New_York", instrument="ES")
+    assert str(b.index[0]) == "2024-07-01 08:30:00-05:00"
+    shifted = df.assign(TIME=["14:30:00", "14:31:00"])
+    b2 = load_bars(shifted, tz="America/New_York", ts_offset="5h", instrument="ES")
+    assert b2.index.equals(b.index)
+    pq = tmp_path / "b.parquet"
+    demo_bars(n_days=1).reset_index().to_parquet(pq)
+    b3 = load_bars(pq)
+    pd.testing.assert_frame_equal(b3, demo_bars(n_days=1), check_freq=False)
+    offs = pd.DataFrame({"timestamp": ["2024-01-02T09:30:00-05:00"], "open": [1.0], "high": [1.0], "low": [1.0],
+                         "close": [1.0], "volume": [1.0]})
+    assert str(load_bars(offs).index[0]) == "2024-01-02 08:30:00-06:00"
+
+
+def test_real_es_minute_bars_load_and_validate(shared_data):
+    b = load_bars(shared_data / "es_1min_2025-09_11.csv.gz", tz="America/New_York", ts_offset="5h", instrument="ES")
+    q = b.attrs["quality"]
+    assert len(b) == 75_791 and q.ok, q.summary()
+    ny = b.index.tz_convert("America/New_York")
+    assert (ny[0].hour, ny[0].minute) == (18, 0)
+    # the 09:30 New York cash open exists on both sides of the 2 November 2025 clock change
+    opens = ny[ny.strftime("%H:%M") == "09:30"]
+    assert (opens < pd.Timestamp("2025-11-02", tz="America/New_York")).any()
+    assert (opens > pd.Timestamp("2025-11-03", tz="America/New_York")).any()
+    assert q.counts["identical_run"] > 0  # the thin back-month weeks
+    assert q.counts["gap"] >= 1           # Labor Day's early close
+
+
+def test_real_es_trades_load_and_aggregate(shared_data):
+    t = load_ticks(shared_data / "es_ticks_2013-09.csv.gz", tz="America/Chicago", instrument="ES")
+    assert len(t) == 500_000 and t.attrs["quality"].ok
+    bars = ticks_to_bars(t)
+    assert abs(len(bars) - 2264) <= 5
+    assert validate_bars(bars).ok
+    assert bars["volume"].sum() == t["volume"].sum()
+    first = t[t.index < bars.index[0] + pd.Timedelta("1min")]
+    assert bars["open"].iloc[0] == first["price"].iloc[0] and bars["high"].iloc[0] == first["price"].max()
+
+
+def test_chunked_validation_of_the_real_file_matches_in_memory(shared_data):
+    path = shared_data / "es_1min_2025-09_11.csv.gz"
+    whole = load_bars(path, tz="America/New_York", ts_offset="5h", policy="report").attrs["quality"]
+    chunked = validate_file(path, tz="America/New_York", ts_offset="5h", chunk_rows=10_000, progress=False)
+    assert chunked.counts == whole.counts
+
+
+cell = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6),
+                 st.text(max_size=6), st.none(), st.booleans())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.one_of(st.text(max_size=20), st.integers(), st.none()), cell, cell, cell, cell, cell),
+                min_size=0, max_size=12),
+       st.sampled_from(["report", "repair", "strict"]))
+def test_garbage_either_loads_or_raises_our_errors(rows, policy):
+    df = pd.DataFrame(rows, columns=["timestamp", "open", "high", "low", "close", "volume"])
+    try:
+        out = load_bars(df, policy=policy, instrument="ES")
+    except (ScalpLibError, FileNotFoundError) as e:
+        assert str(e)
+        return
+    assert isinstance(out.index, pd.DatetimeIndex) and out.index.tz is not None
+    assert out.index.dropna().is_monotonic_increasing  # 'report' keeps unparseable stamps (NaT, sorted last)
+    q = out.attrs["quality"]
+    assert q.n_rows_in == len(df)
+    if policy != "report":
+        assert out.index.is_unique and np.isfinite(out[OHLCV].to_numpy()).all()
+        assert validate_bars(out).ok
