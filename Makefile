@@ -28,8 +28,8 @@ sync-check: install
 	  echo "Run 'make sync' (nbdev-export + nbdev-clean) and commit the result."; exit 1; fi
 
 sync: install
-	$(BIN)/nbdev-export
 	$(BIN)/nbdev-clean
+	$(BIN)/nbdev-export
 
 pytest: install
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests

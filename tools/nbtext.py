@@ -7,7 +7,7 @@ The notebook in `nbs/` stays the source of truth; the text form is a scratch cop
 
 Text form: each cell starts with a marker line `%% md`, `%% code`, or `%% code tags=a,b`.
 """
-import json, sys
+import json, sys, uuid
 from pathlib import Path
 
 def txt_to_nb(src, dst):
@@ -31,7 +31,7 @@ def txt_to_nb(src, dst):
         source = [l + '\n' for l in lines]
         if source: source[-1] = source[-1].rstrip('\n')
         meta = {'tags': c['tags']} if c['tags'] else {}
-        cell = {'cell_type': c['kind'], 'metadata': meta, 'source': source}
+        cell = {'cell_type': c['kind'], 'id': uuid.uuid4().hex[:8], 'metadata': meta, 'source': source}
         if c['kind'] == 'code': cell.update(execution_count=None, outputs=[])
         nb_cells.append(cell)
     nb = {'cells': nb_cells, 'metadata': {'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}},
