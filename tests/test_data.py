@@ -86,10 +86,11 @@ def test_thousands_separator_is_parsed_and_counted(tmp_path):
 def test_warnings_are_reported_never_fatal(tmp_path):
     rows = with_row(2, "2024-01-02 08:32,4801.75,4802.25,4801.00,4801.25,0")
     rows.append("2024-01-02 11:00,4800.25,4800.50,4800.00,4800.25,10")  # 147-minute gap inside a session
+    rows.append("2024-01-02 11:30,4800.25,4800.50,4800.00,4800.25,10")  # 30 minutes: below max_gap_minutes
     b = load_bars(write(tmp_path, rows), policy="strict")
     q = b.attrs["quality"]
     assert q.ok and q.counts["zero_volume"] == 1 and q.counts["gap"] == 1
-    assert len(b) == 5
+    assert len(b) == 6
 
 
 def test_weekend_is_not_a_gap_but_a_missing_weekday_session_is():
@@ -171,7 +172,7 @@ def test_real_es_minute_bars_load_and_validate(shared_data):
     assert (opens < pd.Timestamp("2025-11-02", tz="America/New_York")).any()
     assert (opens > pd.Timestamp("2025-11-03", tz="America/New_York")).any()
     assert q.counts["identical_run"] > 0  # the thin back-month weeks
-    assert q.counts["gap"] >= 1           # Labor Day's early close
+    assert q.counts["gap"] == 2           # two in-session hours missing (10 and 11 November)
 
 
 def test_real_es_trades_load_and_aggregate(shared_data):
