@@ -215,3 +215,18 @@ def test_garbage_either_loads_or_raises_our_errors(rows, policy):
     if policy != "report":
         assert out.index.is_unique and np.isfinite(out[OHLCV].to_numpy()).all()
         assert validate_bars(out).ok
+
+
+def test_chunked_duplicates_and_disorder_across_chunks(tmp_path):
+    b = demo_bars(n_days=1, seed=2).iloc[:300]
+    order = list(range(300))
+    order += [5, 150, 299]          # three repeats of earlier stamps, in later chunks
+    order.insert(120, 250)          # a stamp that appears early and again later (duplicate + disorder)
+    messy = b.iloc[order]
+    f = tmp_path / "m.csv"
+    messy.reset_index().to_csv(f, index=False)
+    whole = load_bars(f, policy="report").attrs["quality"]
+    for chunk in (7, 50, 1000):
+        c = validate_file(f, chunk_rows=chunk, progress=False)
+        assert c.counts["duplicate_timestamp"] == whole.counts["duplicate_timestamp"] == 4
+        assert c.counts["out_of_order"] == whole.counts["out_of_order"]
