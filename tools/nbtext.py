@@ -36,7 +36,7 @@ def txt_to_nb(src, dst):
         nb_cells.append(cell)
     nb = {'cells': nb_cells, 'metadata': {'kernelspec': {'display_name': 'python3', 'language': 'python', 'name': 'python3'}},
           'nbformat': 4, 'nbformat_minor': 5}
-    Path(dst).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
+    Path(dst).write_text(json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + '\n')
 
 def nb_to_txt(src, dst):
     nb = json.loads(Path(src).read_text())
