@@ -10,7 +10,7 @@ import nbdev.test
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "nbs").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "nbs").glob("[0-9][0-9]*_*.ipynb"))  # 00_config ... 03a_feature_analysis ...
 SKIP_FLAGS = ["notest", "slow", "gpu"]
 
 
