@@ -1,0 +1,254 @@
+"""scalp_lib.train: resume after SIGKILL to identical weights, batch sizes, skipped-step semantics, guards, GPU paths."""
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st, HealthCheck
+
+from scalp_lib.models import build_model
+from scalp_lib.train import (NonFiniteDataError, TrainDataError, TrainingDivergedError, TrainerCallback, evaluate_classifier,
+                             fit_baselines, predict_proba, train_model)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# ---------------------------------------------------------------- resume after a real SIGKILL
+
+_CHILD = textwrap.dedent('''
+    import sys, time, os
+    sys.path.insert(0, {root!r})
+    import numpy as np, torch
+    torch.set_num_threads(1)
+    from scalp_lib.models import build_model
+    from scalp_lib.train import train_model
+    mode, ckdir, out, progress_file = sys.argv[1:5]
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1200, 5)).astype(np.float32)
+    y = np.digitize(X[:, 0] - X[:, 1] + 0.5 * rng.normal(size=1200), [-0.6, 0.6])
+    torch.manual_seed(0)
+    model = build_model({{'type': 'feedforward', 'input_dim': 5, 'hidden_dims': [32, 16], 'dropout_rate': 0.2, 'num_classes': 3}})
+    def report(trainer, info):
+        with open(progress_file, 'w') as f: f.write(str(info.step))
+        if mode == 'slow': time.sleep(0.02)
+    res = train_model(model, (X[:900], y[:900]), (X[900:], y[900:]), epochs=4, batch_size=64, lr=2e-3,
+                      checkpoint_dir=ckdir, checkpoint_every_steps=5, resume=(mode == 'resume'),
+                      callbacks=[report], progress=False, seed=7)
+    torch.save({{'state': res.model.state_dict(), 'history': res.history.to_dict('list'),
+                'resumed_from': res.resumed_from, 'best_epoch': res.best_epoch}}, out)
+''')
+
+
+def _run_child(mode, ckdir, out, progress, wait=True):
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
+    args = [sys.executable, '-c', _CHILD.format(root=str(ROOT)), mode, str(ckdir), str(out), str(progress)]
+    if wait:
+        subprocess.run(args, check=True, env=env, timeout=300)
+        return None
+    return subprocess.Popen(args, env=env)
+
+
+@pytest.fixture(scope='module')
+def uninterrupted_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp('full')
+    _run_child('full', d / 'ck', d / 'full.pt', d / 'full.progress')
+    return torch.load(d / 'full.pt', weights_only=True)
+
+
+@pytest.mark.parametrize('kill_after_step', [8, 23])
+def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path, kill_after_step, uninterrupted_run):
+    "15 steps per epoch, checkpoints every 5 steps: kill somewhere past step k (mid-epoch, maybe mid-save), resume."
+    progress = tmp_path / 'kill.progress'
+    proc = _run_child('slow', tmp_path / 'kill', tmp_path / 'kill.pt', progress, wait=False)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try: step = int(progress.read_text() or 0)
+            except (FileNotFoundError, ValueError): step = 0
+            if step >= kill_after_step: break
+            if proc.poll() is not None: pytest.fail('the run ended before it could be killed')
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None: proc.kill()
+    assert not (tmp_path / 'kill.pt').exists(), 'the killed run must not have finished'
+    killed_at = int(progress.read_text())
+    assert killed_at % 15 != 0, 'killed mid-epoch'
+    _run_child('resume', tmp_path / 'kill', tmp_path / 'resumed.pt', tmp_path / 'resume.progress')
+    full = uninterrupted_run
+    resumed = torch.load(tmp_path / 'resumed.pt', weights_only=True)
+    assert resumed['resumed_from'] is not None and full['resumed_from'] is None
+    for k, v in full['state'].items():
+        assert torch.equal(v, resumed['state'][k]), f'{k} differs after resume (killed at step {killed_at})'
+    assert full['history'] == resumed['history']
+    assert full['best_epoch'] == resumed['best_epoch']
+
+
+# ---------------------------------------------------------------- batches are never empty
+
+def _tiny(input_dim=3, num_classes=3, seed=0):
+    torch.manual_seed(seed)
+    return build_model({'type': 'feedforward', 'input_dim': input_dim, 'hidden_dims': [4], 'num_classes': num_classes})
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 60), bs=st.integers(1, 70), drop_last=st.booleans())
+def test_every_batch_is_non_empty_and_every_sample_is_seen(n, bs, drop_last):
+    rng = np.random.default_rng(n)
+    X, y = rng.normal(size=(n, 3)).astype(np.float32), rng.integers(0, 3, n)
+    res = train_model(_tiny(), (X, y), epochs=2, batch_size=bs, drop_last=drop_last, progress=False, max_bad_steps=0)
+    h = res.history
+    assert (h.batch_size >= 1).all() and (h.batch_size <= bs).all()
+    per_epoch = h.groupby('epoch').batch_size.sum()
+    expected = (n // bs) * bs if (drop_last and n >= bs) else n
+    assert per_epoch.tolist() == [expected, expected]
+
+
+# ---------------------------------------------------------------- skipped steps leave weights and moments untouched
+
+class _Snap(TrainerCallback):
+    def __init__(self): self.before, self.after = [], []
+    def _state(self, trainer):
+        opt = trainer.optimizer
+        moments = [opt.state[p]['exp_avg'].clone() if p in opt.state and 'exp_avg' in opt.state[p] else None for p in trainer._params]
+        return [p.detach().clone() for p in trainer._params], moments
+    def on_after_backward(self, trainer, info): self.before.append(self._state(trainer))
+    def on_step(self, trainer, info): self.after.append((bool(info.skipped), self._state(trainer)))
+
+
+@pytest.mark.parametrize('fused', [True, False])
+def test_a_skipped_step_changes_nothing(monkeypatch, fused):
+    if not fused:  # the host-check fallback used where no fused AdamW exists
+        orig = torch.optim.AdamW
+        def no_fused(*a, fused=None, **k):
+            if fused: raise RuntimeError('no fused kernel here')
+            return orig(*a, **k)
+        monkeypatch.setattr(torch.optim, 'AdamW', no_fused)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 3)).astype(np.float32), rng.integers(0, 3, 64)
+    X[rng.integers(0, 64, 3), 0] = 3e38  # overflows in the first linear layer
+    snap = _Snap()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        res = train_model(_tiny(), (X, y), epochs=3, batch_size=8, callbacks=[snap], progress=False, weight_decay=0.1)
+    assert res.params['fused_optimizer'] is fused
+    skipped = [i for i, (s, _) in enumerate(snap.after) if s]
+    assert 0 < len(skipped) < len(snap.after) and res.n_skipped_steps == len(skipped)
+    for i in skipped:
+        (p0, m0), (p1, m1) = snap.before[i], snap.after[i][1]
+        assert all(torch.equal(a, b) for a, b in zip(p0, p1)), 'weights changed on a skipped step'
+        assert all((a is None and (b is None or not b.any())) or torch.equal(a, b) for a, b in zip(m0, m1)), 'moments changed'
+    assert all(torch.isfinite(p).all() for p in res.model.parameters())
+
+
+def test_divergence_error_names_batch_and_feature_and_keeps_partial_result():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(500, 4)).astype(np.float32), columns=['ret_1', 'vwap_dist', 'vpoc_price', 'volume'])
+    X['vpoc_price'] = 4800.0 + rng.normal(size=500)
+    X['volume'] = 1e38
+    y = rng.integers(0, 3, 500)
+    with warnings.catch_warnings(), pytest.raises(TrainingDivergedError) as e:
+        warnings.simplefilter('ignore')
+        train_model(_tiny(4), (X, y), epochs=2, batch_size=50, max_bad_steps=4, progress=False)
+    d = e.value.diagnosis
+    assert (d['epoch'], d['batch'], d['n_consecutive']) == (0, 0, 4)
+    assert d['feature_extremes'].index[0] == 'volume'
+    assert 'epoch 0, batch 0 (50 samples)' in str(e.value) and 'volume (max |x| 1e+38)' in str(e.value)
+    assert e.value.result.stop_reason == 'diverged' and len(e.value.result.history) == 4
+
+
+def test_string_columns_and_nan_inputs_fail_before_training():
+    X = pd.DataFrame({'a': [1.0, 2.0, 3.0], 'b': ['x', 'y', 'z']})
+    with pytest.raises(TrainDataError, match=r"non-numeric feature column\(s\) \['b'\]"):
+        train_model(_tiny(2), (X, [0, 1, 2]), epochs=1, progress=False)
+    X = pd.DataFrame({'a': [1.0, np.nan, 3.0], 'b': [1.0, 2.0, -np.inf]})
+    with pytest.raises(NonFiniteDataError, match=r"a \(1\), b \(1\)"):
+        train_model(_tiny(2), (X, [0, 1, 2]), epochs=1, progress=False)
+
+
+def test_sequence_dataset_and_batcher_guards():
+    from scalp_lib.sequences import SequenceDataset
+    X = np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32)
+    X[50, 2] = np.nan
+    ds = SequenceDataset(X, np.zeros(100, dtype=np.int64), 5)
+    torch.manual_seed(0)
+    m = build_model({'type': 'lstm', 'input_dim': 3, 'hidden_size': 4, 'num_layers': 1, 'num_classes': 3})
+    with pytest.raises(NonFiniteDataError, match=r'f2 \(1\)'):
+        train_model(m, ds, epochs=1, progress=False)
+
+
+def test_baselines_and_deep_model_share_metrics():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 5)).astype(np.float32)
+    y = np.digitize(X[:, 0] + 0.3 * rng.normal(size=2000), [-0.4, 0.4])
+    res = train_model(_tiny(5), (X[:1200], y[:1200]), (X[1200:1600], y[1200:1600]), epochs=5, batch_size=64, lr=1e-2, progress=False)
+    deep = evaluate_classifier(y[1600:], predict_proba(res.model, X[1600:]))
+    base = fit_baselines(X[:1200], y[:1200], X[1600:], y[1600:])
+    assert set(deep) <= set(base.columns)
+    assert deep['accuracy'] > base.loc['majority_class', 'accuracy'] + 0.2
+
+
+# ---------------------------------------------------------------- GPU (skipped without CUDA; CI has none)
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_window_batcher_training_and_bounded_eval_memory():
+    from scalp_lib.sequences import WindowBatcher
+    rng = np.random.default_rng(0)
+    n, F, L = 300_000, 56, 60
+    X = rng.normal(size=(n, F)).astype(np.float32)
+    y = rng.integers(0, 3, n)
+    torch.manual_seed(0)
+    m = build_model({'type': 'lstm', 'input_dim': F, 'hidden_size': 128, 'num_layers': 2, 'num_classes': 3})
+    wb = WindowBatcher(X[:200_000], y[:200_000], L, device='cuda')
+    wv = WindowBatcher(X[200_000:], y[200_000:], L, device='cuda')
+    res = train_model(m, wb, wv, epochs=1, batch_size=4096, progress=False)
+    assert res.device.startswith('cuda') and res.params['bf16'] and res.n_skipped_steps == 0
+    torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    p = predict_proba(res.model, wv)  # settings' eval_batch_size
+    assert p.shape == (len(wv.dataset), 3)
+    assert torch.cuda.max_memory_allocated() - base < 4 * 2**30
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_resume_runs():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(5000, 8)).astype(np.float32), rng.integers(0, 3, 5000)
+    torch.manual_seed(0)
+    m = build_model({'type': 'transformer', 'input_dim': 8, 'd_model': 32, 'num_heads': 4, 'num_layers': 1, 'num_classes': 3})
+    res = train_model(m, (X, y), (X[:500], y[:500]), epochs=2, batch_size=256, device='cuda', progress=False)
+    assert res.n_steps == 2 * math.ceil(5000 / 256) and math.isfinite(res.best_val_loss)
+
+
+# ---------------------------------------------------------------- the training report template
+
+def test_training_report_renders_with_every_section(tmp_path):
+    from scalp_lib.report import run_report
+    from scalp_lib.checkpoint import load_checkpoint, CheckpointManager
+    small = {'demo_days': 6, 'epochs': 2, 'seq_length': 10, 'hidden_size': 8, 'checkpoint_dir': str(tmp_path / 'ck')}
+    paths = run_report('training', small, output_dir=tmp_path)
+    html = paths.html.read_text()
+    assert 'Traceback' not in html and 'from scalp_lib' not in html
+    assert html.count('data:image/png;base64') >= 4  # learning curves, optimisation trace, confusion, calibration
+    for section in ('Data and splits', 'Learning curves', 'learning-rate schedule', 'Skipped steps', 'confusion matrix',
+                    'Calibration', 'Against the baselines, on the test split', 'logistic_regression', 'hist_gradient_boosting',
+                    'majority_class', 'Checkpoint', 'Run metadata'):
+        assert section in html, section
+    best = CheckpointManager(tmp_path / 'ck').best_path
+    assert best is not None and best.name in html
+    ck = load_checkpoint(best)
+    assert ck['instrument'] == 'ES' and ck['label_spec']['kind'] == 'direction' and ck['scaler_state'] is not None
