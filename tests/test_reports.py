@@ -14,6 +14,7 @@ SMALL = {
     "feature_diagnostics": {"demo_days": 4, "mi_max_rows": 2000, "adf_max_rows": 500},
     "stability_investigation": {"demo_days": 6, "max_rows": 5000, "epochs": 2},
     "training": {"demo_days": 6, "epochs": 2, "seq_length": 10, "hidden_size": 8},
+    "backtest_report": {"demo_days": 10, "bootstrap_samples": 200},
 }
 
 
