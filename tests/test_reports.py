@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # CI-sized parameters for each template; a template missing here fails test_every_template_has_ci_parameters
 SMALL = {
     "data_quality": {"demo_days": 3},
-    "feature_diagnostics": {"demo_days": 4, "mi_max_rows": 2000, "adf_max_rows": 500},
+    "feature_diagnostics": {"demo_days": 4, "mi_max_rows": 2000, "adf_max_rows": 500, "outside_series": "demo_vix"},
     "stability_investigation": {"demo_days": 6, "max_rows": 5000, "epochs": 2},
     "training": {"demo_days": 6, "epochs": 2, "seq_length": 10, "hidden_size": 8},
     "backtest_report": {"demo_days": 10, "bootstrap_samples": 200},
