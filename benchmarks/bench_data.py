@@ -16,10 +16,11 @@ import pyarrow.parquet as pq
 def make(rows: int, path: str):
     from scalp_lib.data import demo_bars
     days_per_block = 700  # ~966k bars per block keeps generation memory small
-    writer, done, seed, start = None, 0, 0, "2000-01-03"
+    writer, done, seed, start, price = None, 0, 0, "2000-01-03", None
     import pandas as pd
     while done < rows:
-        b = demo_bars(n_days=days_per_block, seed=seed, start=start)
+        b = demo_bars(n_days=days_per_block, seed=seed, start=start, start_price=price)  # price carried across blocks
+        price = float(b["close"].iloc[-1])
         b = b.iloc[: rows - done].reset_index()
         t = pa.Table.from_pandas(b, preserve_index=False)
         if writer is None:
