@@ -14,7 +14,7 @@ SMALL = {
     "feature_diagnostics": {"demo_days": 4, "mi_max_rows": 2000, "adf_max_rows": 500, "outside_series": "demo_vix"},
     "stability_investigation": {"demo_days": 6, "max_rows": 5000, "epochs": 2},
     "training": {"demo_days": 6, "epochs": 2, "seq_length": 10, "hidden_size": 8},
-    "backtest_report": {"demo_days": 10, "bootstrap_samples": 200},
+    "backtest_report": {"demo_days": 10, "bootstrap_samples": 200, "model_type": "feedforward", "model_epochs": 1},
 }
 
 
@@ -44,6 +44,13 @@ def test_bad_input_names_the_parameter(tmp_path):
         run_report("data_quality", {"demo_dayz": 3}, output_dir=tmp_path)
     with pytest.raises(ReportExecutionError, match="bar file not found: /no/such.csv"):
         run_report("data_quality", {"data_path": "/no/such.csv"}, output_dir=tmp_path)
+
+
+def test_backtest_report_on_the_rule_and_its_parameter_errors(tmp_path):
+    p = run_report("backtest_report", {"demo_days": 10, "bootstrap_samples": 100, "signal_source": "rule"}, output_dir=tmp_path)
+    assert "Built-in momentum rule" in p.html.read_text()
+    with pytest.raises(ReportExecutionError, match="'predictions_path' is required"):
+        run_report("backtest_report", {"signal_source": "predictions"}, output_dir=tmp_path, name="bad")
 
 
 def test_cli(tmp_path):
