@@ -1,6 +1,6 @@
 """Benchmarks for scalp_lib.sequences / splits / preprocess at the seed's full size: 6.2M x 56 float32, seq_length 60.
 
-Subcommands (run each in its own process; see BENCHMARKS_sequences.md for the exact commands and figures):
+Subcommands (run each in its own process; see BENCHMARKS.md for the exact commands and figures):
 
   make-data   write random float32 features (.npy, memory-mappable) and int64 targets under --dir
   create      dataset creation time and extra RSS over the feature matrix (RAM and memmap), valid-start arrays
