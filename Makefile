@@ -37,7 +37,7 @@ pytest: install
 test: sync-check pytest
 
 reports: install
-	$(PY) -m scalp_lib.report --all --output-dir reports
+	$(BIN)/scalp-report --all --output-dir reports
 
 lab: install
 	$(BIN)/jupyter lab nbs
