@@ -1181,7 +1181,7 @@ def plot_confusion(y_true, proba, class_names:list[str]|None=None, title:str='Co
     "Row-normalised confusion matrix (share of each true class, %) annotated with counts."
     import matplotlib.pyplot as plt
     counts = confusion_frame(y_true, proba, class_names)
-    share = 100 * counts.div(counts.sum(1).clip(lower=1), axis=0)
+    share = 100 * counts.div(counts.sum(axis=1).clip(lower=1), axis=0)
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     im = ax.imshow(share.values, cmap='Blues', vmin=0, vmax=100)
     for i in range(share.shape[0]):
