@@ -39,6 +39,13 @@ def test_data_quality_on_the_real_es_file(tmp_path, shared_data):
     assert "75,791 one-minute bars" in html
 
 
+def test_data_quality_on_the_real_es_trades(tmp_path, shared_data):
+    p = run_report("data_quality", {"data_path": str(shared_data / "es_ticks_2013-09.csv.gz"), "data_kind": "trades",
+                                    "tz": "America/Chicago"}, output_dir=tmp_path)
+    html = p.html.read_text()
+    assert "2,264 one-minute bars" in html and "500,000 rows in" in html
+
+
 def test_bad_input_names_the_parameter(tmp_path):
     with pytest.raises(ReportParameterError, match="did you mean 'demo_days'"):
         run_report("data_quality", {"demo_dayz": 3}, output_dir=tmp_path)
