@@ -230,3 +230,17 @@ def test_chunked_duplicates_and_disorder_across_chunks(tmp_path):
         c = validate_file(f, chunk_rows=chunk, progress=False)
         assert c.counts["duplicate_timestamp"] == whole.counts["duplicate_timestamp"] == 4
         assert c.counts["out_of_order"] == whole.counts["out_of_order"]
+
+
+@pytest.mark.parametrize("chunk", [7, 13, 20, 1000])
+def test_chunked_warnings_equal_in_memory_when_runs_and_gaps_straddle_chunks(tmp_path, chunk):
+    b = demo_bars(n_days=1, seed=4).iloc[:120].copy()
+    for start, length in ((18, 4), (37, 9), (60, 5)):   # identical-bar runs, crossing chunk edges for small chunks
+        b.iloc[start:start + length] = b.iloc[start].to_numpy()
+    b = b.drop(b.index[90:160 - 60])                    # a 10-minute in-session hole (below the 60-minute gap rule)
+    f = tmp_path / "w.csv"
+    b.reset_index().to_csv(f, index=False)
+    whole = load_bars(f, policy="report").attrs["quality"]
+    c = validate_file(f, chunk_rows=chunk, progress=False)
+    assert whole.counts["identical_run"] == 9 + 5   # the run of 4 is below [data] identical_run_bars (5)
+    assert c.counts == whole.counts
