@@ -14,13 +14,41 @@ from .data import session_dates
 from .features import FeatureGroup, ScalpingFeatureEngineer, register_feature_group
 
 # %% auto #0
-__all__ = ['AlignmentError', 'Publication', 'observation_times', 'publication_times', 'AlignmentReport', 'align_asof',
-           'alignment_summary', 'plot_alignment', 'demo_vix', 'outside_level_features', 'register_outside_series',
-           'register_spread_zscore', 'perturb_series_after', 'outside_causality_violations', 'read_series']
+__all__ = ['AlignmentError', 'parse_stamps', 'Publication', 'observation_times', 'publication_times', 'AlignmentReport',
+           'align_asof', 'alignment_summary', 'plot_alignment', 'demo_vix', 'outside_level_features',
+           'register_outside_series', 'register_spread_zscore', 'perturb_series_after', 'outside_causality_violations',
+           'read_series']
 
 # %% ../nbs/16_exogenous.ipynb #104456af
 class AlignmentError(ScalpLibError, ValueError):
     "An outside series or alignment parameter that cannot be used; the message names the bad value."
+
+# %% ../nbs/16_exogenous.ipynb #62994815
+def _offset_minutes(off:pd.Series)->np.ndarray:
+    "UTC offsets written as '+05:30', '-0500' or 'Z', in minutes (NaN where none)."
+    o = off.fillna('').str.replace(':', '', regex=False)
+    sign = np.where(o.str[:1] == '-', -1.0, 1.0)
+    hh, mm = pd.to_numeric(o.str[1:3], errors='coerce'), pd.to_numeric(o.str[3:5], errors='coerce')
+    return np.where(o == 'Z', 0.0, sign * (hh * 60 + mm).to_numpy(np.float64))
+
+def parse_stamps(values, # an index or column of dates / date-times: DatetimeIndex, text, Timestamps (any mix of offsets)
+                )->pd.DatetimeIndex: # NaT where a stamp cannot be read
+    "Time stamps that keep each stamp's own clock (see the rules above), so a date stays a date."
+    if isinstance(values, pd.DatetimeIndex): return values
+    if isinstance(values, (pd.Series, pd.Index)) and pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return pd.DatetimeIndex(values)
+    text = pd.Series(pd.Index(values).astype('string'), dtype='string').str.strip()
+    off = text.str.extract(r'((?:[+-]\d\d:?\d\d|Z))$', expand=False)
+    if not off.notna().any(): return pd.DatetimeIndex(pd.to_datetime(text, errors='coerce', format='mixed'))
+    wall = pd.DatetimeIndex(pd.to_datetime(text.str.replace(r'\s*(?:[+-]\d\d:?\d\d|Z)$', '', regex=True),
+                                           errors='coerce', format='mixed')).as_unit('ns')
+    mins = _offset_minutes(off)
+    good = ~np.asarray(wall.isna()) & np.isfinite(mins)             # a stamp without an offset among offsets: unusable
+    wall = wall.where(good)
+    distinct = np.unique(mins[good])
+    if len(distinct) == 1: return wall.tz_localize(dt.timezone(dt.timedelta(minutes=float(distinct[0]))))
+    if (wall[good] == wall[good].normalize()).all(): return wall   # midnights under several offsets (DST): dates
+    return (wall - pd.to_timedelta(np.where(good, mins, 0), unit='min')).tz_localize('UTC')
 
 # %% ../nbs/16_exogenous.ipynb #52b8a547
 def _duration(x, what:str)->pd.Timedelta:
@@ -63,36 +91,45 @@ class Publication:
     n_nan: int                   # missing values (dropped when dropna)
     n_duplicates: int            # rows sharing an availability time with a later row (the later row wins)
 
+# %% ../nbs/16_exogenous.ipynb #c26dac00
+def _at_clock(dates:pd.DatetimeIndex, clock:dt.time, tz)->pd.DatetimeIndex:
+    "Each date at a clock time in `tz`; a clock time the DST change repeats or skips is taken at its later instant."
+    naive = dates + pd.Timedelta(hours=clock.hour, minutes=clock.minute, seconds=clock.second)
+    return naive.tz_localize(tz, ambiguous=np.zeros(len(naive), bool), nonexistent='shift_forward')
+
+def _not_before(observed:pd.DatetimeIndex, stamp:pd.DatetimeIndex)->pd.DatetimeIndex:
+    "The later of the two instants, row by row: a value is never known before its own stamp."
+    return observed.as_unit('ns').where(~(stamp > observed.as_unit('ns')), stamp)
+
 def observation_times(index, # the series' index: dates or date-times (tz-aware or naive)
                       *, daily_stamp_time:str|None=None, # clock time (exchange tz) a date stamp stands for; default settings
-                      stamps:str='auto', # 'auto' (all stamps at midnight: dates), 'date' or 'time'
+                      stamps:str='auto', # 'auto' (all stamps at midnight on their own clock: dates), 'date' or 'time'
                       series_tz:str|None=None, # time zone of naive date-time stamps; default: the exchange's
                       instrument:str|InstrumentSpec|None=None, # whose exchange time zone; default settings [data]
                      )->tuple: # (observed DatetimeIndex in row order, NaT where unusable; 'date' or 'time'; clock or None)
     "When each row of an outside series was observed, in the exchange's time zone."
     spec = get_instrument(instrument or load_settings().get('data', 'default_instrument', 'ES'))
     if stamps not in ('auto', 'date', 'time'): raise AlignmentError(f"stamps must be 'auto', 'date' or 'time', got {stamps!r}")
-    idx = index
-    if not isinstance(idx, pd.DatetimeIndex):
-        idx = pd.DatetimeIndex(pd.to_datetime(pd.Series(pd.Index(idx).astype('string')), errors='coerce', format='mixed'))
-        if idx.isna().all(): raise AlignmentError(f"outside series index cannot be read as dates or times (first: {index[0]!r})")
+    idx = parse_stamps(index)
+    if idx.isna().all(): raise AlignmentError(f"outside series index cannot be read as dates or times (first: {index[0]!r})")
     ok = ~np.asarray(idx.isna())
-    local = idx.tz_convert(spec.tz).tz_localize(None) if idx.tz is not None else idx
-    if stamps == 'auto': stamps = 'date' if bool((local[ok] == local[ok].normalize()).all()) else 'time'
+    wall = idx.tz_localize(None) if idx.tz is not None else idx      # each stamp's clock in its own zone
+    if stamps == 'auto': stamps = 'date' if bool((wall[ok] == wall[ok].normalize()).all()) else 'time'
     clock = None
     if stamps == 'date':
         clock = _clock(section_defaults('exogenous', daily_stamp_time=daily_stamp_time)['daily_stamp_time'], 'daily_stamp_time')
-        naive = local.normalize() + pd.Timedelta(hours=clock.hour, minutes=clock.minute)
-        observed = naive.tz_localize(spec.tz, ambiguous='NaT', nonexistent='NaT')
+        observed = _at_clock(wall.normalize(), clock, spec.tz)
+        if idx.tz is not None: observed = _not_before(observed, idx.tz_convert(spec.tz).as_unit('ns'))
     elif idx.tz is None:
         observed = idx.tz_localize(series_tz or spec.exchange_tz, ambiguous='NaT', nonexistent='NaT').tz_convert(spec.tz)
     else: observed = idx.tz_convert(spec.tz)
     return observed.as_unit('ns'), stamps, clock
 
+# %% ../nbs/16_exogenous.ipynb #7bdf9a3d
 def publication_times(series:pd.Series, # values indexed by their time stamps (dates or date-times)
                       *, publication_lag=None, # delay from observation to use, e.g. '15min'; default settings [exogenous]
                       daily_stamp_time:str|None=None, # clock time (exchange tz) a date stamp stands for; default settings
-                      stamps:str='auto', # 'auto' (all stamps at midnight: dates), 'date' or 'time'
+                      stamps:str='auto', # 'auto' (all stamps at midnight on their own clock: dates), 'date' or 'time'
                       series_tz:str|None=None, # time zone of naive date-time stamps; default: the exchange's
                       instrument:str|InstrumentSpec|None=None, # whose exchange time zone; default settings [data]
                       dropna:bool=True, # drop NaN values (counted); False keeps them (a NaN publication is used as NaN)
@@ -415,7 +452,7 @@ def read_series(source, # CSV / CSV.gz / Parquet path, or a DataFrame
                 *, value_column:str|None=None, # default: 'close' or 'value', or the only column besides the time
                 time_column:str|None=None, # default: timestamp, datetime, date or time (any case)
                 name:str|None=None, # series name; default the value column's
-               )->pd.Series: # values indexed by parsed stamps (naive stays naive: align_asof interprets it)
+               )->pd.Series: # values indexed by `parse_stamps` (naive stays naive, midnights stay dates)
     "An outside series from a file: one time column, one value column."
     if isinstance(source, pd.DataFrame): raw = source
     else:
@@ -428,7 +465,4 @@ def read_series(source, # CSV / CSV.gz / Parquet path, or a DataFrame
     rest = [c for c in raw.columns if c != tcol]
     vcol = value_column or next((cols[n] for n in ('close', 'value', 'price', 'last') if n in cols), None) or (rest[0] if len(rest) == 1 else None)
     if vcol is None or vcol not in raw.columns: raise AlignmentError(f"say which column holds the values (value_column=...); columns: {list(raw.columns)}")
-    text = raw[tcol].astype('string').str.strip()
-    has_offset = bool(text.str.contains(r'(?:[+-]\d\d:?\d\d|Z)$', regex=True).fillna(False).any())
-    stamps = pd.to_datetime(text, errors='coerce', format='mixed', utc=has_offset)
-    return pd.Series(raw[vcol].to_numpy(), index=pd.DatetimeIndex(stamps), name=name or str(vcol))
+    return pd.Series(raw[vcol].to_numpy(), index=parse_stamps(raw[tcol]), name=name or str(vcol))

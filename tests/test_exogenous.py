@@ -161,3 +161,86 @@ def test_outside_features_are_scale_free(bars, vix, registered):
     scaled = ScalpingFeatureEngineer(bars, groups=["vix_t", "esnq_t"]).generate_all_features()
     np.testing.assert_allclose(scaled.to_numpy(), base.to_numpy(), rtol=1e-4, atol=1e-4, equal_nan=True)
     assert base.notna().mean().min() > 0.9
+
+
+# ---------------------------------------------------------------- daily stamps are dates on their own clock
+# Python data clients deliver a daily series (the VIX) as tz-aware midnights: 2024-01-02 00:00-05:00 or midnight UTC.
+# Converted to Chicago time first, they read 23:00 / 18:00 of 1 January: the 2 January close would be used from
+# the evening before. The value of date D must first be usable at D 15:15 Chicago + lag, whatever the stamp's zone.
+DAILY_INDEXES = {
+    "new_york_midnight": lambda d: pd.DatetimeIndex(d).tz_localize("America/New_York"),
+    "utc_midnight": lambda d: pd.DatetimeIndex(d).tz_localize("UTC"),
+    "naive_date": lambda d: pd.DatetimeIndex(d),
+    "tokyo_midnight": lambda d: pd.DatetimeIndex(d).tz_localize("Asia/Tokyo"),
+}
+
+
+def _first_bar_with(aligned, value):
+    "Time of the first bar whose aligned value is `value`."
+    return aligned.index[int(np.flatnonzero(aligned.to_numpy() == value)[0])]
+
+
+@pytest.mark.parametrize("stamps", ["auto", "date"])
+@pytest.mark.parametrize("kind", list(DAILY_INDEXES))
+def test_daily_value_is_first_usable_after_its_own_close(kind, stamps):
+    bars = demo_bars(n_days=3, seed=1)                                    # sessions of 2, 3 and 4 January 2024
+    s = pd.Series([20.0, 21.0], index=DAILY_INDEXES[kind](["2024-01-02", "2024-01-03"]))
+    a = align_asof(bars, s, publication_lag="15min", stamps=stamps, name="v")
+    assert _first_bar_with(a, 20.0) == pd.Timestamp("2024-01-02 15:30", tz=CT)
+    assert _first_bar_with(a, 21.0) == pd.Timestamp("2024-01-03 15:30", tz=CT)
+    assert a[a.index < pd.Timestamp("2024-01-02 15:30", tz=CT)].isna().all()
+    assert a.attrs["alignment"].stamps == "date"
+    c = align_asof(bars, s, publication_lag="15min", stamps=stamps, bar_time="close", name="v")
+    assert _first_bar_with(c, 20.0) == pd.Timestamp("2024-01-02 15:29", tz=CT)   # that bar closes at 15:30
+
+
+def test_daily_stamps_across_a_dst_change_and_from_a_file(tmp_path):
+    "New York midnights on both sides of 10 March 2024 (-05:00, then -04:00), given as an index and as CSV text."
+    bars = demo_bars(n_days=4, seed=1, start="2024-03-07")                # 7, 8, 11, 12 March
+    text = ["2024-03-08 00:00:00-05:00", "2024-03-11 00:00:00-04:00"]
+    p = tmp_path / "vix.csv"
+    pd.DataFrame({"Date": text, "Close": [15.0, 16.0]}).to_csv(p, index=False)
+    from_file = read_series(p)
+    from_index = pd.Series([15.0, 16.0], index=pd.DatetimeIndex(["2024-03-08", "2024-03-11"]).tz_localize("America/New_York"))
+    for s in (from_file, from_index):
+        a = align_asof(bars, s, publication_lag="15min", name="v")
+        assert _first_bar_with(a, 15.0) == pd.Timestamp("2024-03-08 15:30", tz=CT)
+        assert _first_bar_with(a, 16.0) == pd.Timestamp("2024-03-11 15:30", tz=CT)
+    one_offset = read_series(pd.DataFrame({"Date": ["2024-01-02 00:00:00-05:00", "2024-01-03T00:00:00Z"][:1], "v": [1.0]}))
+    assert publication_times(one_offset, publication_lag="0min").table["observed_at"].iloc[0] == pd.Timestamp("2024-01-02 15:15", tz=CT)
+    utc_text = read_series(pd.DataFrame({"Date": ["2024-01-02T00:00:00Z", "2024-01-03T00:00:00Z"], "v": [1.0, 2.0]}))
+    assert publication_times(utc_text, publication_lag="0min").table["observed_at"].tolist() == [
+        pd.Timestamp("2024-01-02 15:15", tz=CT), pd.Timestamp("2024-01-03 15:15", tz=CT)]
+
+
+def test_a_date_is_never_taken_before_its_stamp():
+    "stamps='date' on late-evening UTC stamps: the date's 15:15 Chicago would be before the stamp itself."
+    s = pd.Series([1.0], index=pd.DatetimeIndex(["2024-01-02 23:30"], tz="UTC"))
+    obs = publication_times(s, publication_lag="0min", stamps="date").table["observed_at"].iloc[0]
+    assert obs == pd.Timestamp("2024-01-02 17:30", tz=CT)
+
+
+ZONES = ["America/New_York", "UTC", "Europe/London", "Asia/Tokyo", "Australia/Sydney", "America/Chicago",
+         "Pacific/Honolulu", None]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 12), seed=st.integers(0, 2**31 - 1), zone=st.sampled_from(ZONES),
+       lag=st.sampled_from(["0min", "15min", "2h", "1D"]), bar_time=st.sampled_from(["start", "close"]),
+       stamps=st.sampled_from(["auto", "date"]))
+def test_no_bar_sees_a_daily_value_before_its_publication(bars, n, seed, zone, lag, bar_time, stamps):
+    "Random daily series stamped at midnight in several zones: every bar uses the latest value published by then."
+    rng = np.random.default_rng(seed)
+    days = pd.DatetimeIndex(np.sort(rng.choice(pd.bdate_range("2023-12-27", "2024-01-12"), n, replace=False)))
+    idx = days if zone is None else days.tz_localize(zone)
+    s = pd.Series(np.arange(n, dtype=float), index=idx)                  # value = row number: which row a bar used
+    published = np.array([pd.Timestamp(f"{d:%Y-%m-%d} 15:15", tz=CT) + pd.Timedelta(lag) for d in idx])   # own-zone date
+    got = align_asof(bars, s, publication_lag=lag, bar_time=bar_time, stamps=stamps)
+    when = bars.index + (pd.Timedelta("1min") if bar_time == "close" else pd.Timedelta(0))
+    used = got.to_numpy()
+    has = ~np.isnan(used)
+    assert (published[used[has].astype(int)] <= np.asarray(when[has])).all()            # never before publication
+    pub_ns = np.array([p.value for p in published])                      # distinct dates: distinct publication times
+    seen = pub_ns[None, :] <= when.as_unit("ns").asi8[:, None]
+    latest = np.where(seen.any(axis=1), np.where(seen, pub_ns[None, :], np.iinfo(np.int64).min).argmax(axis=1), -1)
+    np.testing.assert_array_equal(np.where(has, used, -1), latest)                      # and the latest one published
