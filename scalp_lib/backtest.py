@@ -13,14 +13,14 @@ import pandas as pd
 
 from .config import ScalpLibError, InstrumentSpec, get_instrument, section_defaults
 from .data import DataValidationError, session_dates
-from .metrics import PerformanceMetrics, compute_metrics, _finish
+from .metrics import PerformanceMetrics, compute_metrics, sample_minimums, _finish
 
 # %% auto #0
-__all__ = ['INTRABAR_RULES', 'REENTRY_MODES', 'EXIT_REASONS', 'EXIT_FILLS', 'SCENARIO_COLUMNS', 'BacktestError', 'SignalError',
-           'ProbaError', 'backtest_settings', 'bar_ticks', 'signal_from_proba', 'momentum_proba', 'BacktestResult',
-           'run_backtest', 'buy_and_hold', 'default_cost_scenarios', 'cost_scenarios', 'sensitivity_grid',
-           'plot_pnl_distribution', 'plot_mae_mfe', 'plot_pnl_by_hour', 'plot_pnl_by_holding', 'plot_trade_analysis',
-           'exit_reason_table', 'plot_exit_reasons', 'plot_sensitivity']
+__all__ = ['INTRABAR_RULES', 'REENTRY_MODES', 'EXIT_REASONS', 'EXIT_FILLS', 'MIN_SEGMENT_BARS', 'SCENARIO_COLUMNS',
+           'BacktestError', 'SignalError', 'ProbaError', 'backtest_settings', 'bar_ticks', 'signal_from_proba',
+           'momentum_proba', 'BacktestResult', 'run_backtest', 'buy_and_hold', 'default_cost_scenarios',
+           'cost_scenarios', 'sensitivity_grid', 'plot_pnl_distribution', 'plot_mae_mfe', 'plot_pnl_by_hour',
+           'plot_pnl_by_holding', 'plot_trade_analysis', 'exit_reason_table', 'plot_exit_reasons', 'plot_sensitivity']
 
 # %% ../nbs/12_backtest.ipynb #dd534da1
 class BacktestError(ScalpLibError, ValueError):
@@ -97,12 +97,9 @@ def bar_ticks(bars:pd.DataFrame, # OHLCV bars from scalp_lib.data
 
 def _check_signal(signal, bars:pd.DataFrame)->np.ndarray:
     "One whole number of contracts per bar, no NaN: an int64 array."
-    if isinstance(signal, (pd.Series, pd.DataFrame)):
-        if isinstance(signal, pd.DataFrame):
-            if signal.shape[1] != 1: raise SignalError(f"signal must be one column, got {signal.shape[1]}")
-            signal = signal.iloc[:, 0]
-        if len(signal) == len(bars) and not signal.index.equals(bars.index):
-            raise SignalError("signal's index differs from the bars' index: align it (signal.reindex(bars.index)) first")
+    if isinstance(signal, pd.DataFrame):
+        if signal.shape[1] != 1: raise SignalError(f"signal must be one column, got {signal.shape[1]}")
+        signal = signal.iloc[:, 0]
     s = np.asarray(signal)
     if s.ndim != 1: raise SignalError(f"signal must be one-dimensional, got shape {s.shape}")
     if len(s) != len(bars): raise SignalError(f"signal has {len(s)} values but there are {len(bars)} bars")
@@ -129,6 +126,19 @@ def _check_proba(proba, n:int, index)->np.ndarray:
     if bad.any(): raise ProbaError(f"proba rows must sum to 1: {int(bad.sum())} do not (worst sum {sums[bad][np.argmax(np.abs(sums[bad] - 1))]:.6f}), "
                                    f"{_first_at(index, bad)}; pass softmax probabilities, not logits")
     return p
+
+# %% ../nbs/12_backtest.ipynb #15315987
+def _inputs_on_bars(bars:pd.DataFrame, signal, proba)->tuple:
+    "Exactly one of `signal` / `proba`; a pandas one must have the bars' index (used by position, a shift is look-ahead)."
+    if (signal is None) == (proba is None): raise SignalError("pass exactly one of `signal` (contracts per bar) or `proba` (n_bars x 3)")
+    idx = getattr(bars, 'index', None)
+    for name, x, err in (('signal', signal, SignalError), ('proba', proba, ProbaError)):
+        if isinstance(x, (pd.Series, pd.DataFrame)) and idx is not None and len(x) == len(idx) and not x.index.equals(idx):
+            try: i = int(np.argmax(np.asarray(x.index != idx)))      # first row that differs
+            except (TypeError, ValueError): i = 0                    # indexes of different kinds
+            raise err(f"{name}'s index differs from the bars' index (row {i}: {x.index[i]} vs bar {idx[i]}): align it "
+                      f"({name}.reindex(bars.index)) first; used by position, a shifted {name} would trade on values not known yet")
+    return signal, proba
 
 # %% ../nbs/12_backtest.ipynb #609d5c18
 def signal_from_proba(proba, # (n_bars, 3) probabilities of down / flat / up, rows summing to 1
@@ -359,10 +369,18 @@ class BacktestResult:
     counts: dict                  # ambiguous bars, gap fills, exits per reason, ...
     settings: dict                # every rule, cost and contract figure used
     def summary(self)->str:
-        m = self.metrics
-        return (f"{self.settings['instrument']}: {m.n_trades:,} trades, net ${m.net_profit:,.2f} after ${m.commission_paid + m.slippage_paid:,.2f} "
-                f"costs, win rate {m.win_rate_pct:.1f}%, Sharpe {m.sharpe:.2f} ({m.periods_per_year:.1f} sessions/yr), "
-                f"max drawdown ${m.max_drawdown_dollars:,.2f}; {self.counts['ambiguous_bars']} ambiguous bars ({self.settings['intrabar_rule']})")
+        "One line: trades, net after costs, win rate, Sharpe (or why it is withheld), drawdown, and what was not traded."
+        m, c = self.metrics, self.counts
+        sharpe = (f"Sharpe {m.sharpe:.2f} ({m.periods_per_year:.1f} sessions/yr)" if m.sample_ok else
+                  f"Sharpe withheld: too few sessions ({m.n_sessions} < {m.min_sessions}) for annualised figures")
+        few = '' if m.trades_ok else f" of only {m.n_trades} trades (< {m.min_trades})"
+        out = (f"{self.settings['instrument']}: {m.n_trades:,} trades, net ${m.net_profit:,.2f} after ${m.commission_paid + m.slippage_paid:,.2f} "
+               f"costs, win rate {m.win_rate_pct:.1f}%{few}, {sharpe}, "
+               f"max drawdown ${m.max_drawdown_dollars:,.2f}; {c['ambiguous_bars']} ambiguous bars ({self.settings['intrabar_rule']})")
+        if c.get('n_rolls'): out += f"; {c['n_rolls']} roll(s)"
+        if c.get('segments_too_short'):
+            out += f", {c['segments_too_short']} contract segment(s) too short to trade ({c['bars_in_short_segments']} bar(s), no trades)"
+        return out
     def __repr__(self): return f"BacktestResult({self.summary()})"
 
 def _ledger(tr:dict|None, m:_Market, bars:pd.DataFrame, spec:InstrumentSpec, comm:float, slip:float)->pd.DataFrame:
@@ -435,14 +453,19 @@ def run_backtest(bars:pd.DataFrame, # OHLC bars (scalp_lib.data layout), tz-awar
                  initial_capital_dollars:float|None=None, # default settings [metrics]
                  n_trials:int=1, # configurations tried, for the deflated Sharpe ratio
                  trials_sharpe_std:float|None=None, # s.d. of per-period Sharpe across those trials
+                 min_sessions:int|None=None, # fewer sessions: annualised figures withheld; default settings [metrics]
+                 min_trades:int|None=None, # fewer trades: trade statistics marked; default settings [metrics]
                 )->BacktestResult:
     "Simulate one futures position at a time: next-open fills, tick-based exits, session rules, costs; ledger and equity."
+    signal, proba = _inputs_on_bars(bars, signal, proba)
+    capital = float(section_defaults('metrics', initial_capital_dollars=initial_capital_dollars)['initial_capital_dollars'])
+    min_sessions, min_trades = sample_minimums(min_sessions, min_trades)
     if 'contract' in bars.columns and bars['contract'].nunique(dropna=False) > 1:
         kw = dict(instrument=instrument, take_profit_ticks=take_profit_ticks, stop_loss_ticks=stop_loss_ticks, max_hold_bars=max_hold_bars,
                   flat_at_session_end=flat_at_session_end, intrabar_rule=intrabar_rule, reentry=reentry, fill=fill,
                   commission_per_side_dollars=commission_per_side_dollars, slippage_ticks=slippage_ticks, entry_threshold=entry_threshold,
-                  flat_threshold=flat_threshold, contracts=contracts, hold=hold, initial_capital_dollars=initial_capital_dollars,
-                  n_trials=n_trials, trials_sharpe_std=trials_sharpe_std)
+                  flat_threshold=flat_threshold, contracts=contracts, hold=hold, initial_capital_dollars=capital,
+                  n_trials=n_trials, trials_sharpe_std=trials_sharpe_std, min_sessions=min_sessions, min_trades=min_trades)
         return _run_by_contract(bars, signal, proba, kw)
     spec = get_instrument(instrument)
     cfg = backtest_settings(take_profit_ticks=take_profit_ticks, stop_loss_ticks=stop_loss_ticks, max_hold_bars=max_hold_bars,
@@ -450,9 +473,7 @@ def run_backtest(bars:pd.DataFrame, # OHLC bars (scalp_lib.data layout), tz-awar
     comm = spec.commission_per_side_dollars if commission_per_side_dollars is None else float(commission_per_side_dollars)
     slip = spec.slippage_ticks if slippage_ticks is None else float(slippage_ticks)
     if not (comm >= 0 and slip >= 0): raise BacktestError(f"costs must be >= 0, got commission {comm}, slippage {slip}")
-    capital = float(section_defaults('metrics', initial_capital_dollars=initial_capital_dollars)['initial_capital_dollars'])
     o, h, l, c = bar_ticks(bars, spec)
-    if (signal is None) == (proba is None): raise SignalError("pass exactly one of `signal` (contracts per bar) or `proba` (n_bars x 3)")
     if proba is not None:
         signal = signal_from_proba(_check_proba(proba, len(bars), bars.index), entry_threshold, flat_threshold, contracts, hold, bars.index)
     sig = _check_signal(signal, bars)
@@ -464,7 +485,7 @@ def run_backtest(bars:pd.DataFrame, # OHLC bars (scalp_lib.data layout), tz-awar
     equity, position = _equity(trades, m, spec, capital)
     equity = pd.Series(equity, index=bars.index, name='equity_dollars')
     metrics = compute_metrics(trades, equity, instrument=spec, initial_capital_dollars=capital, n_trials=n_trials,
-                              trials_sharpe_std=trials_sharpe_std, sessions=sess)
+                              trials_sharpe_std=trials_sharpe_std, sessions=sess, min_sessions=min_sessions, min_trades=min_trades)
     reasons = trades['exit_reason'].value_counts().reindex(list(EXIT_REASONS), fill_value=0)
     last_of_session = np.append(new_session[1:], True)
     counts = dict(n_bars=len(bars), n_sessions=int(new_session.sum()), n_trades=len(trades),
@@ -485,46 +506,67 @@ def run_backtest(bars:pd.DataFrame, # OHLC bars (scalp_lib.data layout), tz-awar
                           pd.Series(sig, index=bars.index, name='signal'), counts, settings)
 
 # %% ../nbs/12_backtest.ipynb #ac2d6c40
+MIN_SEGMENT_BARS = 2      # a decision on a bar's close fills at the next bar's open: fewer bars cannot trade
+
+@dataclass
+class _IdleSegment:
+    "A contract segment too short to trade: no trades, no position, flat equity, and its target signal for the record."
+    equity: pd.Series
+    position: pd.Series
+    signal: pd.Series
+    trades = None
+
+def _idle_segment(seg:pd.DataFrame, sig, proba, kw:dict, capital:float)->_IdleSegment:
+    "The stand-in result of a segment too short to trade (equity at `capital`: chained like any segment's)."
+    if sig is None: sig = signal_from_proba(proba, kw['entry_threshold'], kw['flat_threshold'], kw['contracts'], kw['hold'], seg.index)
+    return _IdleSegment(pd.Series(capital, index=seg.index, name='equity_dollars', dtype=np.float64),
+                        pd.Series(np.zeros(len(seg), np.int64), index=seg.index, name='contracts'),
+                        pd.Series(np.asarray(sig, np.int64), index=seg.index, name='signal'))
+
 def _run_by_contract(bars:pd.DataFrame, signal, proba, kw:dict)->BacktestResult:
     "Backtest each contract's bars on their own and chain the results: no position crosses a roll."
     from scalp_lib.contracts import roll_boundaries
+    spec = get_instrument(kw['instrument'])
+    bar_ticks(bars, spec)                                      # every bar checked once, rows of the whole series
+    sig = None if signal is None else _check_signal(signal, bars)
+    pr = None if proba is None else _check_proba(proba, len(bars), bars.index)
+    capital = kw['initial_capital_dollars']
     starts = np.flatnonzero(np.asarray(roll_boundaries(bars), bool))
     if not len(starts) or starts[0] != 0: starts = np.r_[0, starts]
     bounds = np.r_[starts, len(bars)]
-    sig = None if signal is None else np.asarray(signal)
-    pr = None if proba is None else np.asarray(proba)
-    for name, arr in (('signal', sig), ('proba', pr)):
-        if arr is not None and len(arr) != len(bars):
-            raise SignalError(f"{name} has {len(arr)} rows but bars have {len(bars)}")
     parts = []
     for a, b in zip(bounds[:-1], bounds[1:]):
         seg = bars.iloc[a:b].drop(columns='contract')
-        r = run_backtest(seg, None if sig is None else sig[a:b], None if pr is None else pr[a:b], **kw)
-        parts.append((a, r))
-    capital = parts[0][1].settings['initial_capital_dollars']
+        s_, p_ = (None if sig is None else sig[a:b]), (None if pr is None else pr[a:b])
+        parts.append((a, _idle_segment(seg, s_, p_, kw, capital) if b - a < MIN_SEGMENT_BARS else run_backtest(seg, s_, p_, **kw)))
+    traded = [(a, r) for a, r in parts if r.trades is not None]
+    if not traded: raise BacktestError(f"no contract segment has the {MIN_SEGMENT_BARS} bars a trade needs ({len(parts)} segments, {len(bars)} bars)")
     trades, equity, offset = [], [], 0.0
     for i, (a, r) in enumerate(parts):
+        equity.append(r.equity + offset)
+        offset += float(r.equity.iloc[-1]) - capital
+        if r.trades is None: continue
         t = r.trades.copy()
         t['entry_bar'] += a; t['exit_bar'] += a
         reason = t['exit_reason'].astype(str)
         if i < len(parts) - 1: reason = reason.where(reason != 'end_of_data', 'roll')
         t['exit_reason'] = reason
         trades.append(t)
-        equity.append(r.equity + offset)
-        offset += float(r.equity.iloc[-1]) - capital
     trades = pd.concat(trades, ignore_index=True)
     trades['exit_reason'] = pd.Categorical(trades['exit_reason'], categories=list(EXIT_REASONS) + ['roll'])
     equity = pd.concat(equity).rename('equity_dollars')
-    spec = get_instrument(kw['instrument'])
+    sess = session_dates(bars.index, spec)
     metrics = compute_metrics(trades, equity, instrument=spec, initial_capital_dollars=capital, n_trials=kw['n_trials'],
-                              trials_sharpe_std=kw['trials_sharpe_std'], sessions=session_dates(bars.index, spec))
-    counts = {k: sum(r.counts[k] for _, r in parts) for k in parts[0][1].counts}
-    counts['n_rolls'] = len(parts) - 1
-    counts['exit_end_of_data'] = int((trades['exit_reason'] == 'end_of_data').sum())
-    counts['exit_roll'] = int((trades['exit_reason'] == 'roll').sum())
-    settings = {**parts[-1][1].settings, 'contracts_traded': list(pd.unique(bars['contract']))}
-    return BacktestResult(trades, equity, metrics, pd.concat([r.position for _, r in parts]),
-                          pd.concat([r.signal for _, r in parts]), counts, settings)
+                              trials_sharpe_std=kw['trials_sharpe_std'], sessions=sess, min_sessions=kw['min_sessions'],
+                              min_trades=kw['min_trades'])
+    signal_out = pd.concat([r.signal for _, r in parts])
+    counts = {k: sum(r.counts[k] for _, r in traded) for k in traded[0][1].counts}
+    short = [r for _, r in parts if r.trades is None]
+    counts.update(n_bars=len(bars), n_sessions=len(np.unique(sess)), signal_bars_nonzero=int((signal_out != 0).sum()),
+                  n_rolls=len(parts) - 1, segments_too_short=len(short), bars_in_short_segments=sum(len(r.equity) for r in short),
+                  exit_end_of_data=int((trades['exit_reason'] == 'end_of_data').sum()), exit_roll=int((trades['exit_reason'] == 'roll').sum()))
+    settings = {**traded[-1][1].settings, 'contracts_traded': list(pd.unique(bars['contract']))}
+    return BacktestResult(trades, equity, metrics, pd.concat([r.position for _, r in parts]), signal_out, counts, settings)
 
 # %% ../nbs/12_backtest.ipynb #2c10ded5
 def buy_and_hold(bars:pd.DataFrame, # OHLC bars

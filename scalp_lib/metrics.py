@@ -17,12 +17,13 @@ from .data import session_dates
 from .report import add_source
 
 # %% auto #0
-__all__ = ['EULER_GAMMA', 'TRADE_COLUMNS', 'MetricsError', 'periods_per_year', 'daily_equity', 'daily_pnl', 'daily_returns',
-           'sharpe_ratio', 'sortino_ratio', 'value_at_risk', 'conditional_value_at_risk', 'max_drawdown',
-           'sharpe_std_error', 'probabilistic_sharpe_ratio', 'expected_max_sharpe', 'deflated_sharpe_ratio',
-           'max_consecutive', 'trade_stats', 'PerformanceMetrics', 'metrics_table', 'compute_metrics',
-           'trade_bootstrap', 'stationary_bootstrap_indices', 'block_bootstrap', 'bootstrap_ci', 'monte_carlo_fan',
-           'plot_equity', 'plot_underwater', 'monthly_pnl_table', 'plot_monthly_heatmap', 'plot_fan', 'plot_bootstrap']
+__all__ = ['EULER_GAMMA', 'TRADE_COLUMNS', 'ANNUALISED_FIELDS', 'TRADE_STAT_FIELDS', 'MetricsError', 'periods_per_year',
+           'daily_equity', 'daily_pnl', 'daily_returns', 'sharpe_ratio', 'sortino_ratio', 'value_at_risk',
+           'conditional_value_at_risk', 'max_drawdown', 'sharpe_std_error', 'probabilistic_sharpe_ratio',
+           'expected_max_sharpe', 'deflated_sharpe_ratio', 'max_consecutive', 'trade_stats', 'PerformanceMetrics',
+           'sample_minimums', 'sample_size_note', 'metrics_table', 'compute_metrics', 'trade_bootstrap',
+           'stationary_bootstrap_indices', 'block_bootstrap', 'bootstrap_ci', 'monte_carlo_fan', 'plot_equity',
+           'plot_underwater', 'monthly_pnl_table', 'plot_monthly_heatmap', 'plot_fan', 'plot_bootstrap']
 
 # %% ../nbs/11_metrics.ipynb #bbbafe97
 class MetricsError(ScalpLibError, ValueError):
@@ -306,6 +307,12 @@ class PerformanceMetrics:
     start: str = _f('time', 'First bar', '')
     end: str = _f('time', 'Last bar', '')
     notes: str = _f('text', 'Warnings (e.g. ruin)', '')
+    # sample size (settings [metrics] min_sessions, min_trades)
+    min_sessions: int = _f('sessions', 'Minimum sessions for annualised figures', 0)
+    min_trades: int = _f('trades', 'Minimum trades for trade statistics', 0)
+    sample_ok: bool = _f('flag', 'Enough sessions for annualised figures', True)
+    trades_ok: bool = _f('flag', 'Enough trades for trade statistics', True)
+    sample_note: str = _f('text', 'Sample size warning', '')
 
     @classmethod
     def units(cls)->dict:
@@ -322,23 +329,59 @@ class PerformanceMetrics:
         return pd.DataFrame({'metric': [lab[k] for k in u], 'value': [getattr(self, k) for k in u],
                              'unit': list(u.values())}, index=pd.Index(list(u), name='name'))
 
+# %% ../nbs/11_metrics.ipynb #6115f165
+ANNUALISED_FIELDS = ('annual_return_pct', 'annual_volatility_pct', 'sharpe', 'sortino', 'calmar',
+                     'probabilistic_sharpe', 'deflated_sharpe')   # PSR and DSR rest on the same daily returns
+TRADE_STAT_FIELDS = ('win_rate_pct', 'profit_factor', 'expectancy_dollars', 'avg_win_dollars', 'avg_loss_dollars',
+                     'payoff_ratio', 'max_consecutive_losses')
+
+def sample_minimums(min_sessions:int|None=None, # fewer sessions: annualised figures withheld; default settings [metrics]
+                    min_trades:int|None=None, # fewer trades: trade statistics marked; default settings [metrics]
+                   )->tuple[int, int]: # (min_sessions, min_trades)
+    "The minimum-sample settings, checked: whole numbers >= 0 (0 switches a guard off)."
+    cfg = _settings(min_sessions=min_sessions, min_trades=min_trades)
+    out = []
+    for k in ('min_sessions', 'min_trades'):
+        v = cfg[k]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0: raise MetricsError(f"{k} must be a whole number >= 0, got {v!r}")
+        out.append(int(v))
+    return tuple(out)
+
+def sample_size_note(n_sessions:int, n_trades:int, min_sessions:int, min_trades:int)->str:
+    "What a sample is too small for, in the words headlines use; '' when it is large enough."
+    parts = []
+    if n_sessions < min_sessions:
+        parts.append(f"too few sessions ({n_sessions} < {min_sessions}) for annualised figures: Sharpe, Sortino, Calmar, "
+                     "annualised return and volatility, PSR and DSR withheld")
+    if n_trades < min_trades:
+        parts.append(f"too few trades ({n_trades} < {min_trades}) for trade statistics: win rate, profit factor and "
+                     "expectancy describe these trades only")
+    return '; '.join(parts)
+
 # %% ../nbs/11_metrics.ipynb #9d05dd01
 def _fmt(v, unit:str)->str:
     if isinstance(v, str): return v
+    if isinstance(v, (bool, np.bool_)): return 'yes' if v else 'no'
     v = float(v)
     if np.isnan(v): return 'n/a'
     if np.isinf(v): return 'inf' if v > 0 else '-inf'
     if unit in ('trades', 'sessions', 'bars', 'configurations') and v.is_integer(): return f"{int(v):,}"
     return f"{v:,.3f}" if unit == 'probability' else f"{v:,.2f}"
 
+def _cell(m:PerformanceMetrics, k:str, unit:str)->str:
+    "One formatted figure: withheld below the minimum sessions, marked below the minimum trades."
+    if k in ANNUALISED_FIELDS and not m.sample_ok: return f"withheld ({m.n_sessions} < {m.min_sessions} sessions)"
+    v = _fmt(getattr(m, k), unit)
+    return v + f" ({m.n_trades} < {m.min_trades} trades)" if k in TRADE_STAT_FIELDS and not m.trades_ok else v
+
 def metrics_table(columns:dict, # column title -> PerformanceMetrics
-                  skip=('periods_per_year_note', 'notes', 'start', 'end'), # text fields left out
+                  skip=('periods_per_year_note', 'notes', 'start', 'end', 'sample_note'), # text fields left out
                  )->pd.DataFrame: # index field name; columns metric, unit, one per result (formatted strings)
     "Several `PerformanceMetrics` side by side, with labels and units, formatted for a report."
     u, lab = PerformanceMetrics.units(), PerformanceMetrics.labels()
     rows = [k for k in u if k not in skip]
     out = pd.DataFrame({'metric': [lab[k] for k in rows], 'unit': [u[k] for k in rows]}, index=pd.Index(rows, name='field'))
-    for title, m in columns.items(): out[title] = [_fmt(getattr(m, k), u[k]) for k in rows]
+    for title, m in columns.items(): out[title] = [_cell(m, k, u[k]) for k in rows]
     return out
 
 # %% ../nbs/11_metrics.ipynb #45633d31
@@ -351,10 +394,13 @@ def compute_metrics(trades:pd.DataFrame, # trade ledger (see `TRADE_COLUMNS`)
                     trials_sharpe_std:float|None=None, # s.d. of per-period Sharpe across those trials (None: estimated)
                     risk_free_rate_pct:float|None=None, # annual, percent; default settings [metrics]
                     sessions=None, # precomputed `session_dates(equity.index, instrument)`
+                    min_sessions:int|None=None, # fewer sessions: annualised figures, PSR, DSR withheld; default settings [metrics]
+                    min_trades:int|None=None, # fewer trades: trade statistics marked; default settings [metrics]
                    )->PerformanceMetrics:
     "All performance statistics of a backtest: trade stats from the ledger, return stats from daily P&L."
     cfg = _settings(initial_capital_dollars=initial_capital_dollars, risk_free_rate_pct=risk_free_rate_pct)
     cap, rf = float(cfg['initial_capital_dollars']), float(cfg['risk_free_rate_pct'])
+    min_sessions, min_trades = sample_minimums(min_sessions, min_trades)
     if not cap > 0: raise MetricsError(f"initial_capital_dollars must be > 0, got {cap}")
     ts = trade_stats(trades)
     sess = _session_dates_of(equity, instrument, sessions)
@@ -377,23 +423,26 @@ def compute_metrics(trades:pd.DataFrame, # trade ledger (see `TRADE_COLUMNS`)
     annual_ret = ((final / cap) ** (ppy / n_days) - 1) * 100 if final > 0 else float('nan')
     g3, g4 = _moments(rs) if len(rs) >= 4 else (float('nan'), float('nan'))
     pct = lambda x: 100 * x
+    sample_ok = n_days >= min_sessions
+    annualised = dict(annual_return_pct=annual_ret,
+                      annual_volatility_pct=float(np.std(rs, ddof=1) * math.sqrt(ppy) * 100) if len(rs) > 1 else float('nan'),
+                      sharpe=sharpe_ratio(rs, ppy, rf), sortino=sortino_ratio(rs, ppy, rf),
+                      calmar=annual_ret / abs(dd_pct) if dd_pct < 0 else float('nan'),
+                      probabilistic_sharpe=probabilistic_sharpe_ratio(rs),
+                      deflated_sharpe=deflated_sharpe_ratio(rs, n_trials, trials_sharpe_std)) if sample_ok else dict.fromkeys(ANNUALISED_FIELDS, float('nan'))
     return PerformanceMetrics(
-        **{k: v for k, v in ts.items()},
+        **{k: v for k, v in ts.items()}, **annualised,
         exposure_pct=100 * float(trades['bars_held'].sum()) / len(equity),
         initial_capital_dollars=cap, final_equity_dollars=final, total_return_pct=(final / cap - 1) * 100,
-        annual_return_pct=annual_ret,
-        annual_volatility_pct=float(np.std(rs, ddof=1) * math.sqrt(ppy) * 100) if len(rs) > 1 else float('nan'),
         max_drawdown_dollars=dd_dollars, max_drawdown_pct=dd_pct, max_drawdown_duration=max_consecutive(under),
-        sharpe=sharpe_ratio(rs, ppy, rf), sortino=sortino_ratio(rs, ppy, rf),
-        calmar=annual_ret / abs(dd_pct) if dd_pct < 0 else float('nan'),
         var_95=pct(value_at_risk(rs, 0.95)), cvar_95=pct(conditional_value_at_risk(rs, 0.95)),
         var_99=pct(value_at_risk(rs, 0.99)), cvar_99=pct(conditional_value_at_risk(rs, 0.99)),
         var_95_dollars=value_at_risk(pnl, 0.95), cvar_95_dollars=conditional_value_at_risk(pnl, 0.95),
-        skew=g3, kurtosis=g4 - 3,
-        probabilistic_sharpe=probabilistic_sharpe_ratio(rs),
-        deflated_sharpe=deflated_sharpe_ratio(rs, n_trials, trials_sharpe_std), n_trials=int(n_trials),
+        skew=g3, kurtosis=g4 - 3, n_trials=int(n_trials),
         n_bars=len(equity), n_sessions=n_days, periods_per_year=ppy, periods_per_year_note=note,
-        start=str(equity.index[0]), end=str(equity.index[-1]), notes=notes)
+        start=str(equity.index[0]), end=str(equity.index[-1]), notes=notes,
+        min_sessions=min_sessions, min_trades=min_trades, sample_ok=sample_ok, trades_ok=ts['n_trades'] >= min_trades,
+        sample_note=sample_size_note(n_days, ts['n_trades'], min_sessions, min_trades))
 
 # %% ../nbs/11_metrics.ipynb #824689da
 def _path_stats(pnl:np.ndarray, # (B, T) P&L per step in dollars
@@ -488,10 +537,12 @@ def bootstrap_ci(trades:pd.DataFrame, # the ledger
                  block_length_sessions:float|None=None, # mean block length for the block bootstrap
                  seed:int|None=None, # random seed
                  sessions=None, # precomputed session dates
-                )->pd.DataFrame: # rows (method, metric): estimate, ci_low, ci_high, resamples, resolution
+                 min_sessions:int|None=None, # fewer sessions: the Sharpe rows are withheld (NaN); default settings [metrics]
+                )->pd.DataFrame: # rows (method, metric): estimate, ci_low, ci_high, resamples, resolution; attrs['withheld']
     "Percentile confidence intervals of net profit, Sharpe and max drawdown, by trade and by block bootstrap."
     cfg = _settings(initial_capital_dollars=initial_capital_dollars, confidence_level=confidence)
     cap, conf = float(cfg['initial_capital_dollars']), float(cfg['confidence_level'])
+    min_sessions, _ = sample_minimums(min_sessions)
     if not 0 < conf < 1: raise MetricsError(f"confidence must be in (0, 1), got {conf}")
     sess = _session_dates_of(equity, instrument, sessions)
     ppy, _ = periods_per_year(sess)
@@ -505,6 +556,9 @@ def bootstrap_ci(trades:pd.DataFrame, # the ledger
     kw = dict(instrument=instrument, initial_capital_dollars=cap, n_samples=n_samples, seed=seed, sessions=sess)
     samples = {'trade bootstrap': trade_bootstrap(trades, equity, **kw),
                'block bootstrap': block_bootstrap(equity, block_length_sessions=block_length_sessions, **kw)}
+    withheld = sample_size_note(len(days), len(net), min_sessions, 0)     # annualised Sharpe from too few sessions
+    if withheld:
+        for method in samples: samples[method]['sharpe'], point[method]['sharpe'] = np.nan, np.nan
     lo, hi = (1 - conf) / 2, 1 - (1 - conf) / 2
     rows = []
     for method, s in samples.items():
@@ -515,8 +569,7 @@ def bootstrap_ci(trades:pd.DataFrame, # the ledger
                              ci_high=float(np.quantile(v, hi)) if len(v) else np.nan, resamples=len(v),
                              resolution='trades' if method == 'trade bootstrap' and metric == 'max_drawdown_dollars' else 'sessions'))
     out = pd.DataFrame(rows).set_index(['method', 'metric'])
-    out.attrs['confidence'] = conf
-    out.attrs['samples'] = samples
+    out.attrs.update(confidence=conf, samples=samples, withheld=withheld)
     return out
 
 # %% ../nbs/11_metrics.ipynb #c38062ff
@@ -629,10 +682,13 @@ def plot_bootstrap(ci:pd.DataFrame, # from `bootstrap_ci` (keeps its samples in 
     for i, (method, s) in enumerate(samples.items()):
         for j, (metric, label) in enumerate(metrics):
             ax, row = axes[i, j], ci.loc[(method, metric)]
+            ax.set(title=f"{method}: {metric}", xlabel=label, ylabel='resamples')
+            if not s[metric].notna().any():
+                ax.text(0.5, 0.5, 'withheld:\ntoo few sessions', ha='center', va='center', transform=ax.transAxes, color='0.4')
+                continue
             ax.hist(s[metric].dropna(), bins=40, color='tab:blue', alpha=0.6)
             for v in (row.ci_low, row.ci_high): ax.axvline(v, color='tab:red', ls='--', lw=1)
             ax.axvline(row.estimate, color='k', lw=1.2)
-            ax.set(title=f"{method}: {metric}", xlabel=label, ylabel='resamples')
             ax.xaxis.set_major_locator(plt.MaxNLocator(4))
             ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:,.0f}" if abs(v) >= 10 else f"{v:.2f}"))
     fig.suptitle(f"{title} ({ci.attrs['confidence']:.0%} interval dashed, estimate solid)", fontweight='bold')

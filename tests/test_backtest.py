@@ -307,3 +307,75 @@ def test_real_es_minutes(shared_data):
     np.testing.assert_array_equal(t.entry_price, bars.open.to_numpy()[t.entry_bar])
     np.testing.assert_allclose(r.equity.iloc[-1] - r.settings['initial_capital_dollars'], t.net_dollars.sum(), atol=1e-6)
     assert 240 < r.metrics.periods_per_year < 262, r.metrics.periods_per_year_note
+
+
+# ---------------------------------------------------------------- continuous (multi-contract) series
+def _with_contracts(bars, sizes):
+    "The bars labelled with consecutive contracts of the given numbers of bars (a continuous series on raw prices)."
+    assert sum(sizes) == len(bars)
+    return bars.assign(contract=np.repeat([f"C{i}" for i in range(len(sizes))], sizes))
+
+
+def _shifted_inputs(bars):
+    later = bars.index + pd.Timedelta('1min')
+    proba = momentum_proba(bars.drop(columns='contract', errors='ignore'), lookback_bars=5)
+    return {'signal Series': (dict(signal=pd.Series(1, index=later)), SignalError),
+            'one-column signal frame': (dict(signal=pd.DataFrame({'s': 1}, index=later)), SignalError),
+            'proba frame': (dict(proba=pd.DataFrame(proba, index=later)), ProbaError)}
+
+
+@pytest.mark.parametrize('what', ['signal Series', 'one-column signal frame', 'proba frame'])
+def test_a_shifted_signal_is_refused_on_both_paths_alike(what):
+    "Used by position, a signal stamped one bar later is a future signal: single- and multi-contract runs refuse it alike."
+    rng = np.random.default_rng(3)
+    single = to_bars(*make_market(rng, 40, sess_prob=0.0))
+    multi = _with_contracts(single, [25, 15])
+    messages = []
+    for bars in (single, multi):
+        kw, err = _shifted_inputs(bars)[what]
+        with pytest.raises(err) as info:
+            run_backtest(bars, **kw)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1], messages
+    assert "index differs from the bars' index (row 0:" in messages[0] and 'reindex(bars.index)' in messages[0]
+
+
+SHORT_LAYOUTS = {  # contract segment sizes of a 60-bar series: a 1- or 2-bar contract at the start, middle or end
+    '1 bar at the start': [1, 59], '1 bar in the middle': [30, 1, 29], '1 bar at the end': [59, 1],
+    '2 bars at the start': [2, 58], '2 bars in the middle': [30, 2, 28], '2 bars at the end': [58, 2]}
+
+
+@pytest.mark.parametrize('layout', list(SHORT_LAYOUTS))
+def test_short_contract_segments(layout):
+    "A 1-bar contract (a feed just after a roll) trades nothing and is counted; a 2-bar one trades; neither fails the run."
+    sizes = SHORT_LAYOUTS[layout]
+    rng = np.random.default_rng(7)
+    bars = _with_contracts(to_bars(*make_market(rng, 60, sess_prob=0.0)), sizes)
+    kw = dict(take_profit_ticks=0, stop_loss_ticks=0, max_hold_bars=0, flat_at_session_end=False,
+              commission_per_side_dollars=0.0, slippage_ticks=0.0, initial_capital_dollars=1e6)
+    r = run_backtest(bars, np.ones(len(bars), int), **kw)
+    starts = np.cumsum([0] + sizes[:-1])
+    long_segs = [(a, a + k) for a, k in zip(starts, sizes) if k >= 2]
+    # a standing long: one trade per contract of >= 2 bars, from its second bar's open to its last close
+    assert r.trades.entry_bar.tolist() == [a + 1 for a, _ in long_segs]
+    assert r.trades.exit_bar.tolist() == [b - 1 for _, b in long_segs]
+    assert r.trades.exit_reason.tolist() == ['end_of_data' if b == len(bars) else 'roll' for _, b in long_segs]
+    n_short = sum(k < 2 for k in sizes)
+    assert (r.counts['segments_too_short'], r.counts['bars_in_short_segments']) == (n_short, n_short)
+    assert r.counts['n_rolls'] == len(sizes) - 1 and r.counts['n_bars'] == len(bars)
+    for a, k in zip(starts, sizes):
+        if k >= 2: continue
+        assert r.position.iloc[a] == 0                                         # no position on the short contract
+        before = r.equity.iloc[a - 1] if a else 1e6
+        assert r.equity.iloc[a] == before                                      # equity flat through it
+        assert 'too short to trade' in r.summary()
+    np.testing.assert_allclose(r.equity.iloc[-1] - 1e6, r.trades.net_dollars.sum(), atol=1e-6)
+    # with a random signal, each contract of >= 2 bars trades exactly as it would alone
+    sig = make_signal(rng, len(bars), 'noise')
+    rr = run_backtest(bars, sig, **{**kw, 'take_profit_ticks': 3, 'stop_loss_ticks': 3})
+    for a, b in long_segs:
+        alone = run_backtest(bars.iloc[a:b].drop(columns='contract'), sig[a:b], **{**kw, 'take_profit_ticks': 3, 'stop_loss_ticks': 3})
+        got = rr.trades[(rr.trades.entry_bar >= a) & (rr.trades.entry_bar < b)]
+        assert got.entry_bar.tolist() == (alone.trades.entry_bar + a).tolist()
+        assert got.net_dollars.tolist() == alone.trades.net_dollars.tolist()
+    assert rr.signal.tolist() == sig.tolist() and len(rr.equity) == len(bars)

@@ -154,3 +154,49 @@ def test_real_es_calendar(shared_data):
     bars = load_bars(shared_data / 'es_1min_2025-09_11.csv.gz', ts_offset='5h', tz='America/New_York', instrument='ES')
     ppy, note = periods_per_year(session_dates(bars.index))
     assert 240 < ppy < 262, note
+
+
+# ---------------------------------------------------------------- minimum sample
+def test_three_sessions_withhold_annualised_figures_everywhere():
+    "3 sessions: Sharpe, Sortino, Calmar, CAGR, PSR, DSR and the Sharpe intervals are withheld, and every headline says so."
+    from scalp_lib.metrics import ANNUALISED_FIELDS, metrics_table
+    bars = demo_bars(n_days=3, seed=5)
+    r = run_backtest(bars, proba=momentum_proba(bars), entry_threshold=0.6)
+    m = r.metrics
+    assert (m.n_sessions, m.min_sessions, m.sample_ok) == (3, 20, False)
+    assert all(np.isnan(getattr(m, k)) for k in ANNUALISED_FIELDS)
+    note = 'too few sessions (3 < 20) for annualised figures'
+    assert m.sample_note.startswith(note)
+    assert 'Sharpe withheld: ' + note in r.summary() and 'Sharpe nan' not in r.summary()
+    table = metrics_table({'strategy': m})
+    assert (table.loc[list(ANNUALISED_FIELDS), 'strategy'] == 'withheld (3 < 20 sessions)').all()
+    ci = bootstrap_ci(r.trades, r.equity, n_samples=200, seed=0)
+    assert ci.xs('sharpe', level='metric')[['estimate', 'ci_low', 'ci_high']].isna().all().all()
+    assert ci.attrs['withheld'].startswith(note)
+    # the guard is a setting, not a loss of information: switched off, the meaningless number is there
+    raw = run_backtest(bars, proba=momentum_proba(bars), entry_threshold=0.6, min_sessions=0)
+    assert np.isfinite(raw.metrics.sharpe) and raw.metrics.sample_ok
+    assert raw.metrics.net_profit == m.net_profit and raw.trades.equals(r.trades)
+
+
+def test_a_long_enough_backtest_shows_its_figures(backtest):
+    from scalp_lib.metrics import ANNUALISED_FIELDS, metrics_table
+    r, _, _ = backtest
+    m = r.metrics
+    assert m.n_sessions == 60 and m.sample_ok and m.trades_ok and m.sample_note == ''
+    assert all(np.isfinite(getattr(m, k)) for k in ANNUALISED_FIELDS)
+    assert f"Sharpe {m.sharpe:.2f}" in r.summary() and 'withheld' not in r.summary()
+    assert not metrics_table({'s': m})['s'].str.contains('withheld|trades\\)').any()
+
+
+def test_few_trades_mark_the_trade_statistics():
+    from scalp_lib.metrics import metrics_table
+    bars = demo_bars(n_days=25, seed=5)
+    r = run_backtest(bars, proba=momentum_proba(bars), entry_threshold=0.6, min_trades=10_000)
+    m = r.metrics
+    assert m.sample_ok and not m.trades_ok and f"too few trades ({m.n_trades} < 10000)" in m.sample_note
+    assert np.isfinite(m.win_rate_pct)                                   # kept: they describe the trades made
+    assert metrics_table({'s': m}).loc['win_rate_pct', 's'].endswith(f"({m.n_trades} < 10000 trades)")
+    assert f"of only {m.n_trades} trades (< 10000)" in r.summary()
+    with pytest.raises(MetricsError, match='min_sessions must be a whole number'):
+        run_backtest(bars, proba=momentum_proba(bars), min_sessions=-1)

@@ -1,4 +1,5 @@
 """Every report template runs end to end through papermill + nbconvert on small CI-sized parameters."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +56,14 @@ def test_bad_input_names_the_parameter(tmp_path):
 
 def test_backtest_report_on_the_rule_and_its_parameter_errors(tmp_path):
     p = run_report("backtest_report", {"demo_days": 10, "bootstrap_samples": 100, "signal_source": "rule"}, output_dir=tmp_path)
-    assert "Built-in momentum rule" in p.html.read_text()
+    html = p.html.read_text()
+    assert "Built-in momentum rule" in html
+    # 2 sessions: the headline says the sample is too small and prints no annualised figure as if it meant something
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+    assert "Sample too small" in text and "too few sessions (2 &lt; 20) for annualised figures" in text
+    head = text[text.index("Executive summary"):text.index("Methodology")]
+    assert "withheld" in head and "cannot be judged on 2 session(s)" in head
+    assert not re.search(r"(Sharpe ratio|Sharpe|PSR|DSR|probabilistic Sharpe ratio) [\u2212-]?\d", head), head
     with pytest.raises(ReportExecutionError, match="'predictions_path' is required"):
         run_report("backtest_report", {"signal_source": "predictions"}, output_dir=tmp_path, name="bad")
 
