@@ -313,6 +313,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'scalp_lib.exogenous._as_series': ('exogenous.html#_as_series', 'scalp_lib/exogenous.py'),
                                      'scalp_lib.exogenous._at_clock': ('exogenous.html#_at_clock', 'scalp_lib/exogenous.py'),
                                      'scalp_lib.exogenous._bar_index': ('exogenous.html#_bar_index', 'scalp_lib/exogenous.py'),
+                                     'scalp_lib.exogenous._bar_length': ('exogenous.html#_bar_length', 'scalp_lib/exogenous.py'),
                                      'scalp_lib.exogenous._clock': ('exogenous.html#_clock', 'scalp_lib/exogenous.py'),
                                      'scalp_lib.exogenous._duration': ('exogenous.html#_duration', 'scalp_lib/exogenous.py'),
                                      'scalp_lib.exogenous._features_of': ('exogenous.html#_features_of', 'scalp_lib/exogenous.py'),

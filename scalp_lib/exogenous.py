@@ -202,6 +202,16 @@ def _bar_index(bars)->pd.DatetimeIndex:
     if not idx.is_monotonic_increasing: raise AlignmentError("bar time stamps must be sorted (increasing)")
     return idx
 
+def _bar_length(x, when:pd.DatetimeIndex)->pd.Timedelta:
+    "The bar length for bar_time='close', refused when longer than the bars' shortest step (a close after the next start)."
+    blen = _duration(x, 'bar_length')
+    steps = np.diff(when.asi8)
+    steps = steps[steps > 0]
+    if len(steps) and blen.value > steps.min():
+        raise AlignmentError(f"bar_length {_fmt_duration(blen)} is longer than the shortest step between bars ({_fmt_duration(pd.Timedelta(int(steps.min())))}): "
+                             "each bar's close would fall after the next bar's start, a look-ahead; pass bar_length= (settings [exogenous] bar_length)")
+    return blen
+
 def align_asof(bars, # bars (a frame or Series with a tz-aware index), or the DatetimeIndex itself
                series, # outside values indexed by time stamps or dates (a Series, or a frame with one value column or 'close')
                *, publication_lag=None, # observation -> availability delay, e.g. '15min'; default settings [exogenous]
@@ -229,7 +239,7 @@ def align_asof(bars, # bars (a frame or Series with a tz-aware index), or the Da
     pub = publication_times(series, publication_lag=publication_lag, daily_stamp_time=daily_stamp_time, stamps=stamps,
                             series_tz=series_tz, instrument=spec, dropna=dropna)
     when = idx.tz_convert('UTC').as_unit('ns')
-    if cfg['bar_time'] == 'close': when = when + _duration(cfg['bar_length'], 'bar_length')
+    if cfg['bar_time'] == 'close': when = when + _bar_length(cfg['bar_length'], when)
     left = pd.DataFrame({'t': when})
     right = pd.DataFrame({'t': pub.table['available_at'].dt.tz_convert('UTC'), 'value': pub.table['value']})
     right['available_at'] = right['t']

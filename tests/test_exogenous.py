@@ -244,3 +244,14 @@ def test_no_bar_sees_a_daily_value_before_its_publication(bars, n, seed, zone, l
     seen = pub_ns[None, :] <= when.as_unit("ns").asi8[:, None]
     latest = np.where(seen.any(axis=1), np.where(seen, pub_ns[None, :], np.iinfo(np.int64).min).argmax(axis=1), -1)
     np.testing.assert_array_equal(np.where(has, used, -1), latest)                      # and the latest one published
+
+
+def test_a_bar_length_longer_than_the_bars_is_refused(bars, vix):
+    "bar_time='close' with a bar length above the bars' step puts each bar's close after the next bar's start."
+    seconds = pd.date_range("2024-01-03 08:30", periods=120, freq="s", tz=CT)
+    with pytest.raises(AlignmentError, match=r"bar_length 1 min is longer than the shortest step between bars \(1 s\)"):
+        align_asof(seconds, vix, publication_lag="15min", bar_time="close", bar_length="1min")
+    ok = align_asof(seconds, vix, publication_lag="15min", bar_time="close", bar_length="1s")
+    assert ok.notna().all()
+    five = bars.index[::5]
+    assert align_asof(five, vix, publication_lag="15min", bar_time="close", bar_length="5min").attrs["alignment"].n_bars == len(five)
