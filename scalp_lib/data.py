@@ -296,7 +296,7 @@ def _sorted_warnings(df:pd.DataFrame, identical_run_bars:int)->dict:
         out['identical_run'] = np.zeros(len(df), bool)
     return out
 
-# %% ../nbs/01_data.ipynb #e6da776e
+# %% ../nbs/01_data.ipynb #85872df8
 @dataclass(frozen=True)
 class QualitySettings:
     "Thresholds of the data-quality checks ([data] in settings.ini)."
@@ -305,7 +305,7 @@ class QualitySettings:
     hole_probability: float = 0.001   # a shorter run of k is a hole when q**k is below this (q: share of empty minutes around it)
     gap_context_minutes: int = 60     # minutes either side of a run (same session) that measure q
     bad_tick_window_bars: int = 15    # bars on each side whose median close a print is compared with
-    bad_tick_threshold: float = 20.0  # ... in robust scales (median absolute 1-bar change, at least one tick)
+    bad_tick_threshold: float = 25.0  # ... in robust scales (median absolute 1-bar change, at least one tick)
     stamp: str = 'start'              # what a bar's stamp marks in the source: 'start' or 'end' of its minute
 
 def quality_settings(**overrides)->QualitySettings:
@@ -315,7 +315,7 @@ def quality_settings(**overrides)->QualitySettings:
     vals.update({k: v for k, v in overrides.items() if v is not None})
     return QualitySettings(**vals)
 
-# %% ../nbs/01_data.ipynb #9b3a84ef
+# %% ../nbs/01_data.ipynb #0cd95737
 _NS_MIN = 60_000_000_000
 
 class _Coverage:
@@ -388,7 +388,7 @@ class _Coverage:
             ex = frame.iloc[:50].copy(); ex.insert(0, 'line', lines[:50]); ex['why'] = why[:50]
             self.outside_ex.append(ex)
 
-# %% ../nbs/01_data.ipynb #c5741039
+# %% ../nbs/01_data.ipynb #d8e56577
 @patch
 def finish(self:_Coverage, qs:QualitySettings)->dict|None:
     "Session table, gap list, full holidays, stamp evidence and bars outside sessions; None without a calendar."
@@ -428,7 +428,7 @@ def finish(self:_Coverage, qs:QualitySettings)->dict|None:
                 stamp=dict(assumed=self.stamp, detected=detected, sessions_with_bars=int((bars > 0).sum()),
                            bar_at_open=n_open, bar_at_close=n_close))
 
-# %% ../nbs/01_data.ipynb #573f58b8
+# %% ../nbs/01_data.ipynb #5e8311d9
 def _missing_runs(occ, line, sid, off, L, o_ns, days, counted, qs:QualitySettings, tz)->pd.DataFrame:
     "Every run of consecutive missing minutes inside a session (sessions without any bar excluded), hole or quiet."
     cols = ['session', 'first missing', 'last missing', 'minutes', 'bars nearby (%)', 'kind', 'line before', 'line after']
@@ -476,7 +476,7 @@ def _session_table(sess:pd.DataFrame, expected, bars, gaps:pd.DataFrame, outside
     t.index.name = 'session'
     return t
 
-# %% ../nbs/01_data.ipynb #8f62836c
+# %% ../nbs/01_data.ipynb #6704f5d4
 def _rolling_median(v:np.ndarray, seg:np.ndarray, window:int, min_periods:int, center:bool=False)->np.ndarray:
     "Rolling median of `v` that never reaches across a change of `seg` (a session)."
     r = pd.Series(v).groupby(seg, sort=False).rolling(window, min_periods=min_periods, center=center).median()
@@ -540,7 +540,7 @@ def _examples(frame, mask, row_numbers, k, label='row'):
     ex.insert(0, label, np.asarray(row_numbers)[idx])
     return ex
 
-# %% ../nbs/01_data.ipynb #963264e6
+# %% ../nbs/01_data.ipynb #8f5b11ce
 def _session_issues(res:dict|None, max_examples:int, label:str)->list:
     "QualityIssues of the session checks (gap, missing_session, outside_session) from _Coverage.finish."
     if res is None: return [QualityIssue(k, 'warning', 0, 'none', _DETAIL[k]) for k in ('gap', 'missing_session', 'outside_session')]
@@ -644,7 +644,7 @@ def _validate(frame:pd.DataFrame, # OHLCV columns (any dtype), DatetimeIndex pos
     if policy == 'repair': report.repaired = out
     return out, report
 
-# %% ../nbs/01_data.ipynb #4ec9f227
+# %% ../nbs/01_data.ipynb #09c2586f
 def _sorted_checks(out:pd.DataFrame, lines:np.ndarray, spec:InstrumentSpec, qs:QualitySettings, report:DataQualityReport,
                    max_examples:int, label:str):
     "Warning checks on the sorted frame: zero volume, identical runs, bad ticks, and the session checks."
@@ -692,7 +692,7 @@ def validate_bars(df:pd.DataFrame, # bars: DatetimeIndex (tz-aware) and open/hig
                           qs=quality_settings(stamp=stamp))
     return report
 
-# %% ../nbs/01_data.ipynb #eed386a1
+# %% ../nbs/01_data.ipynb #a1f12d13
 @patch
 def special_days(self:DataQualityReport)->pd.DataFrame:
     "Full holidays, holiday sessions and early closes in the data's period, with what the data hold on each."
