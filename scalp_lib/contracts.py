@@ -12,13 +12,15 @@ import numpy as np
 import pandas as pd
 from .config import ScalpLibError, InstrumentSpec, get_instrument, section_defaults
 from .data import OHLCV, load_bars, session_dates, demo_bars
+from .exchange_calendar import business_day_offset, is_business_day
 
 # %% auto #0
 __all__ = ['MONTH_CODES', 'MONTH_LETTERS', 'EQUITY_INDEX_ROOTS', 'CRUDE_ROOTS', 'LISTED_MONTHS', 'ROLL_RULES', 'ADJUSTMENTS',
-           'ROLL_TABLE_COLUMNS', 'ContractError', 'ContractCode', 'parse_contract', 'third_friday', 'weekdays_before',
-           'last_trade_date', 'expiry', 'contract_chain', 'load_contracts', 'demo_contracts', 'session_volume',
-           'ContractSelection', 'select_contracts', 'roll_causality_violations', 'continuous_series', 'roll_boundaries',
-           'roll_exit_mask', 'roll_summary', 'roll_jumps', 'plot_roll_volumes', 'plot_adjusted_vs_raw']
+           'ROLL_TABLE_COLUMNS', 'ContractError', 'ContractCode', 'parse_contract', 'third_friday',
+           'business_days_before', 'last_trade_date', 'expiry', 'contract_chain', 'load_contracts', 'demo_contracts',
+           'session_volume', 'ContractSelection', 'select_contracts', 'roll_causality_violations', 'continuous_series',
+           'roll_boundaries', 'roll_exit_mask', 'roll_summary', 'roll_jumps', 'plot_roll_volumes',
+           'plot_adjusted_vs_raw']
 
 # %% ../nbs/15_contracts.ipynb #50cb2967
 class ContractError(ScalpLibError, ValueError):
@@ -81,24 +83,25 @@ def third_friday(year:int, month:int)->dt.date:
     to_friday = (4 - first.weekday()) % 7           # weekday(): Monday 0 ... Friday 4
     return first + dt.timedelta(days=to_friday + 14)
 
-def weekdays_before(day:dt.date, n:int)->dt.date:
-    "The date `n` weekdays (Monday-Friday) before `day`; exchange holidays are not modelled."
-    d, counted = day, 0
-    while counted < n:
-        d -= dt.timedelta(days=1)
-        if d.weekday() < 5: counted += 1
-    return d
+def business_days_before(day:dt.date, # the date counted back from (itself not counted)
+                         n:int, # business days to count back
+                         instrument:str|InstrumentSpec='ES', # whose exchange's business days
+                        )->dt.date:
+    "The date `n` exchange business days before `day`."
+    return business_day_offset(day, -int(n), instrument)
 
 def last_trade_date(contract:str|ContractCode, # code such as 'ESZ5', or a ContractCode
                     ref_year:int|None=None, # for one-digit years, see `parse_contract`
                    )->dt.date:
-    "Last trading day of a contract, from the exchange's rule (weekday calendar)."
+    "Last trading day of a contract, from the exchange's rule and its business days."
     c = parse_contract(contract, ref_year)
-    if c.root in EQUITY_INDEX_ROOTS: return third_friday(c.year, c.month)
+    if c.root in EQUITY_INDEX_ROOTS:
+        d = third_friday(c.year, c.month)
+        return d if is_business_day(d, c.root) else business_days_before(d, 1, c.root)
     if c.root in CRUDE_ROOTS:
         py, pm = (c.year, c.month - 1) if c.month > 1 else (c.year - 1, 12)
         the_25th = dt.date(py, pm, 25)
-        return weekdays_before(the_25th, 3 if the_25th.weekday() < 5 else 4)
+        return business_days_before(the_25th, 3 if is_business_day(the_25th, c.root) else 4, c.root)
     raise ContractError(f"no expiry rule for root {c.root!r}; rules exist for {EQUITY_INDEX_ROOTS + CRUDE_ROOTS}")
 
 def expiry(contract:str|ContractCode, # code such as 'ESZ5', or a ContractCode
@@ -319,7 +322,7 @@ def _contract_frame(contracts:dict)->pd.DataFrame:
 def select_contracts(contracts, # {code: bars} from load_contracts (or anything load_contracts accepts)
                      *, rule:str|None=None, # 'volume' | 'days_before_expiry' | 'table'; default settings [contracts]
                      volume_sessions:int|None=None, # volume rule: consecutive completed sessions with more volume in the next contract
-                     days_before_expiry:int|None=None, # days_before_expiry rule: weekdays before the last trade date
+                     days_before_expiry:int|None=None, # days_before_expiry rule: exchange business days before the last trade date
                      roll_table=None, # table rule: DataFrame (date, to_contract), dict {date: to_contract} or pairs
                      instrument:str|InstrumentSpec|None=None, # session calendar; default: the contracts' root
                      **load_kwargs, # passed to load_contracts when `contracts` is not loaded yet
@@ -338,6 +341,8 @@ def select_contracts(contracts, # {code: bars} from load_contracts (or anything 
     codes = list(contracts)
     spec = get_instrument(instrument or next(iter(contracts.values())).attrs.get('instrument') or _root_of(codes[0]))
     ltd = {c: np.datetime64(contracts[c].attrs['expiry'].date()) for c in codes}
+    # days_before_expiry: the first roll session, nb exchange business days before the last trade date
+    roll_day = {c: np.datetime64(business_days_before(contracts[c].attrs['expiry'].date(), nb, spec)) for c in codes} if rule == 'days_before_expiry' else {}
     sess = {c: session_dates(df.index, spec) for c, df in contracts.items()}
     vol = session_volume(contracts, spec)
     days = vol.index.values.astype('datetime64[D]')
@@ -361,7 +366,7 @@ def select_contracts(contracts, # {code: bars} from load_contracts (or anything 
             elif nxt is None: break
             elif d >= ltd[cur]: reason = 'expiry'
             elif rule == 'volume' and i >= k and (V[i - k:i, j + 1] > V[i - k:i, j]).all(): reason = 'volume'
-            elif rule == 'days_before_expiry' and d >= np.busday_offset(ltd[cur], -nb, roll='backward'): reason = 'days_before_expiry'
+            elif rule == 'days_before_expiry' and d >= roll_day[cur]: reason = 'days_before_expiry'
             if reason is None: break
             rolls.append((d, cur, to, reason, V[i - 1, j] if i else np.nan, V[i - 1, col[to]] if i else np.nan))
             cur = to

@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from datetime import time as dt_time
 from pathlib import Path
 from scipy.signal import lfilter
+from fastcore.basics import patch
 from .config import ScalpLibError, get_instrument, InstrumentSpec, load_settings
+from .exchange_calendar import CalendarError
 
 # %% auto #0
 __all__ = ['OHLCV', 'ERROR_CHECKS', 'WARNING_CHECKS', 'POLICIES', 'DataValidationError', 'session_dates', 'minutes_since_open',
-           'demo_bars', 'QualityIssue', 'DataQualityReport', 'validate_bars', 'load_bars', 'iter_raw_chunks',
-           'validate_file', 'load_ticks', 'ticks_to_bars']
+           'demo_bars', 'QualityIssue', 'DataQualityReport', 'QualitySettings', 'quality_settings', 'validate_bars',
+           'load_bars', 'iter_raw_chunks', 'validate_file', 'load_ticks', 'ticks_to_bars']
 
 # %% ../nbs/01_data.ipynb #bc17e204
 class DataValidationError(ScalpLibError, ValueError):
@@ -71,28 +73,41 @@ def _intraday_profile(minutes_local:np.ndarray)->np.ndarray:
     prof[europe] += 0.15
     return prof
 
-def demo_bars(n_days:int=20, # number of trading sessions (weekdays)
+def _calendar_stamps(spec:InstrumentSpec, start:pd.Timestamp, n_sessions:int)->tuple[pd.DatetimeIndex, np.ndarray]:
+    "Every minute of the exchange's first `n_sessions` sessions from `start`, and a first-minute-of-session mask."
+    from scalp_lib.exchange_calendar import exchange_sessions
+    sess = exchange_sessions(start, start + pd.Timedelta(days=2*n_sessions + 10), spec).iloc[:n_sessions]
+    lengths = sess['minutes'].to_numpy(np.int64)
+    offset = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    ns = np.repeat(pd.DatetimeIndex(sess['open']).asi8, lengths) + offset * 60_000_000_000
+    return pd.DatetimeIndex(ns.astype('datetime64[ns]')).tz_localize('UTC').tz_convert(spec.tz), offset == 0
+
+def demo_bars(n_days:int=20, # number of trading sessions (weekdays; exchange sessions when `calendar`)
               seed:int=0, # random seed; same seed -> identical bars
               instrument:str|InstrumentSpec='ES', # contract spec (tick grid, session times)
               start:str='2024-01-02', # first trading date (moved to the next weekday if needed)
               start_price:float|None=None, # first price in points; default 4800 for index futures, 75 for crude
               ar_coef:float=0.06, # autocorrelation of standardised 1-minute returns: the predictable part
               vol_per_minute_pct:float=0.03, # typical 1-minute return s.d. in the cash session, percent
+              calendar:bool=False, # True: the exchange's sessions (no bars on holidays, none after an early close)
              )->pd.DataFrame: # OHLCV bars, tz-aware exchange time, attrs['synthetic'] = True
     "Deterministic synthetic 1-minute bars with Globex sessions, volatility clustering and fat tails."
     if n_days < 1: raise ValueError(f"n_days must be >= 1, got {n_days}")
     spec = get_instrument(instrument)
     rng = np.random.default_rng(seed)
-    dates = pd.bdate_range(pd.Timestamp(start), periods=int(n_days))
-    L = spec.session_minutes
-    n = len(dates) * L
-    open_min = _minutes_of_day(spec.session_open)
-    first_day_offset = pd.Timedelta(days=1) if spec.overnight else pd.Timedelta(0)
-    starts = (dates - first_day_offset + pd.Timedelta(minutes=open_min)).values.astype('datetime64[m]')
-    stamps = (np.repeat(starts, L) + np.tile(np.arange(L), len(dates)).astype('timedelta64[m]'))
-    index = pd.DatetimeIndex(stamps).tz_localize(spec.tz, ambiguous='raise', nonexistent='raise').as_unit('ns')
+    if calendar: index, first_of_session = _calendar_stamps(spec, pd.Timestamp(start), int(n_days))
+    else:
+        dates = pd.bdate_range(pd.Timestamp(start), periods=int(n_days))
+        L = spec.session_minutes
+        open_min = _minutes_of_day(spec.session_open)
+        first_day_offset = pd.Timedelta(days=1) if spec.overnight else pd.Timedelta(0)
+        starts = (dates - first_day_offset + pd.Timedelta(minutes=open_min)).values.astype('datetime64[m]')
+        stamps = (np.repeat(starts, L) + np.tile(np.arange(L), len(dates)).astype('timedelta64[m]'))
+        index = pd.DatetimeIndex(stamps).tz_localize(spec.tz, ambiguous='raise', nonexistent='raise').as_unit('ns')
+        first_of_session = (np.arange(len(index)) % L) == 0
     index.name = 'timestamp'
-    local_min = (open_min + np.tile(np.arange(L), len(dates))) % (24*60)
+    n = len(index)
+    local_min = (index.hour*60 + index.minute).to_numpy()
     profile = _intraday_profile(local_min)
     # stochastic volatility: persistent AR(1) log-volatility, stationary s.d. 0.45
     phi = 0.997
@@ -105,7 +120,6 @@ def demo_bars(n_days:int=20, # number of trading sessions (weekdays)
     if start_price is None: start_price = 75.0 if spec.tick_size < 0.1 else 4800.0
     sigma_frac = vol_per_minute_pct/100 * np.sqrt(profile/0.8) * np.exp(h - 0.45**2/2)
     log_ret = sigma_frac * (z + drift)
-    first_of_session = (np.arange(n) % L) == 0
     gaps = rng.normal(0.0, 1.0, n) * sigma_frac * 6.0 * first_of_session   # overnight/weekend gap
     log_close = np.log(start_price) + np.cumsum(log_ret + gaps)
     tick = spec.tick_size
@@ -128,13 +142,14 @@ def demo_bars(n_days:int=20, # number of trading sessions (weekdays)
     df = pd.DataFrame({'open': open_ticks*tick, 'high': high_ticks*tick, 'low': low_ticks*tick,
                        'close': close_ticks*tick, 'volume': volume.astype(np.float64)}, index=index)
     df.attrs.update(instrument=spec.symbol, synthetic=True,
-                    source=f"scalp_lib.data.demo_bars(n_days={n_days}, seed={seed}, instrument='{spec.symbol}')")
+                    source=f"scalp_lib.data.demo_bars(n_days={n_days}, seed={seed}, instrument='{spec.symbol}'"
+                           + (f", start='{start}', calendar=True)" if calendar else ")"))
     return df
 
 # %% ../nbs/01_data.ipynb #e9b0d185
 ERROR_CHECKS = ('bad_timestamp', 'non_numeric', 'nan', 'inf', 'duplicate_timestamp', 'out_of_order',
                 'ohlc_inconsistent', 'non_positive_price', 'negative_volume', 'off_tick')
-WARNING_CHECKS = ('zero_volume', 'gap', 'identical_run')
+WARNING_CHECKS = ('zero_volume', 'gap', 'missing_session', 'outside_session', 'identical_run', 'bad_tick')
 POLICIES = ('report', 'repair', 'strict')
 
 @dataclass
@@ -145,7 +160,7 @@ class QualityIssue:
     count: int                 # rows (or gaps/runs) affected
     action: str = 'none'       # what the policy did: 'dropped', 'repaired', 'sorted', 'none'
     detail: str = ''           # a sentence for people
-    examples: pd.DataFrame|None = None  # up to `max_examples` rows, with the source row number
+    examples: pd.DataFrame|None = None  # up to `max_examples` rows, with the file line (or row) they came from
 
 # %% ../nbs/01_data.ipynb #5a14790b
 @dataclass
@@ -158,6 +173,10 @@ class DataQualityReport:
     issues: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     repaired: pd.DataFrame|None = field(default=None, repr=False)  # the repaired frame (policy 'repair')
+    sessions: pd.DataFrame|None = field(default=None, repr=False)  # one row per exchange session in the data's period
+    gaps: pd.DataFrame|None = field(default=None, repr=False)      # every run of missing minutes, hole or quiet
+    holidays: pd.DataFrame|None = field(default=None, repr=False)  # full exchange holidays in the data's period
+    stamp: dict = field(default_factory=dict)                      # bar-stamp convention: assumed, detected, evidence
 
     def _by(self, severity): return [i for i in self.issues if i.severity == severity and i.count > 0]
     @property
@@ -174,6 +193,9 @@ class DataQualityReport:
         return {i.check: i.count for i in self.issues}
     @property
     def n_dropped(self)->int: return self.n_rows_in - self.n_rows_out
+    def issue(self, check:str)->QualityIssue|None:
+        "The issue of one check, or None."
+        return next((i for i in self.issues if i.check == check), None)
     def to_frame(self)->pd.DataFrame:
         "One row per check: severity, count, action, detail."
         return pd.DataFrame([dict(check=i.check, severity=i.severity, count=i.count, action=i.action, detail=i.detail)
@@ -184,12 +206,6 @@ class DataQualityReport:
         return (f"{self.source}: {self.n_rows_in:,} rows in, {self.n_rows_out:,} out ({self.n_dropped:,} dropped) "
                 f"under policy '{self.policy}'; errors: {errs}; warnings: {warns}")
     def __str__(self): return self.summary()
-    def _repr_html_(self):
-        head = f"<p><b>Data quality</b>: {self.summary()}</p>"
-        notes = ''.join(f"<li>{n}</li>" for n in self.notes)
-        ex = ''.join(f"<details><summary>{i.check}: first {len(i.examples)} example rows</summary>{i.examples.to_html()}</details>"
-                     for i in self.issues if i.count and i.examples is not None and len(i.examples))
-        return head + (f"<ul>{notes}</ul>" if notes else '') + self.to_frame().to_html() + ex
 
 # %% ../nbs/01_data.ipynb #1841686d
 _THOUSANDS = r'^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$'
@@ -266,26 +282,10 @@ def _row_checks(frame:pd.DataFrame, # OHLCV float64 columns, DatetimeIndex (NaT 
     return m
 
 # %% ../nbs/01_data.ipynb #a51d464a
-def _sorted_warnings(df:pd.DataFrame, spec:InstrumentSpec, identical_run_bars:int, max_gap_minutes:float=60)->dict:
-    "Warning-level findings on a clean, sorted frame: zero volume, gaps, identical-bar runs."
-    out = {}
-    out['zero_volume'] = (df['volume'].to_numpy() == 0)
+def _sorted_warnings(df:pd.DataFrame, identical_run_bars:int)->dict:
+    "Row-level warnings on a clean, sorted frame: zero volume and identical-bar runs."
+    out = {'zero_volume': (df['volume'].to_numpy() == 0)}
     if len(df) > 1:
-        ts = df.index
-        gap_min = np.diff(ts.asi8) / 60e9
-        limit = spec.daily_break_minutes + 1
-        dates = session_dates(ts, spec)
-        weekdays_between = np.diff(dates).astype(np.int64)
-        prev_wd = pd.DatetimeIndex(dates[:-1]).day_of_week.to_numpy()
-        # a gap is expected between Friday's session and Monday's (weekend): 3 calendar days apart
-        weekend = (prev_wd == 4) & (weekdays_between == 3)
-        # the weekend closure: two days longer than the daily break, plus an hour when the clocks change
-        long_gap = (gap_min > limit) & ~(weekend & (gap_min <= limit + 2*24*60 + 60))
-        # inside one session, a shorter hole is already a gap: longer than max_gap_minutes
-        same_session = weekdays_between == 0
-        long_gap |= same_session & (gap_min > max_gap_minutes)
-        gap_mask = np.zeros(len(df), bool); gap_mask[1:] = long_gap
-        out['gap'] = gap_mask
         vals = df[OHLCV].to_numpy()
         same = np.zeros(len(df), bool); same[1:] = (vals[1:] == vals[:-1]).all(axis=1)
         # run ids: a new run starts wherever a bar differs from the previous one
@@ -293,8 +293,222 @@ def _sorted_warnings(df:pd.DataFrame, spec:InstrumentSpec, identical_run_bars:in
         run_len = np.bincount(run_id)[run_id]
         out['identical_run'] = run_len >= identical_run_bars
     else:
-        out['gap'] = np.zeros(len(df), bool); out['identical_run'] = np.zeros(len(df), bool)
+        out['identical_run'] = np.zeros(len(df), bool)
     return out
+
+# %% ../nbs/01_data.ipynb #85872df8
+@dataclass(frozen=True)
+class QualitySettings:
+    "Thresholds of the data-quality checks ([data] in settings.ini)."
+    identical_run_bars: int = 5       # runs of this many identical bars are reported
+    max_gap_minutes: int = 60         # a run of missing minutes this long is a hole whatever the trading around it
+    hole_probability: float = 0.001   # a shorter run of k is a hole when q**k is below this (q: share of empty minutes around it)
+    gap_context_minutes: int = 60     # minutes either side of a run (same session) that measure q
+    bad_tick_window_bars: int = 15    # bars on each side whose median close a print is compared with
+    bad_tick_threshold: float = 25.0  # ... in robust scales (median absolute 1-bar change, at least one tick)
+    stamp: str = 'start'              # what a bar's stamp marks in the source: 'start' or 'end' of its minute
+
+def quality_settings(**overrides)->QualitySettings:
+    "QualitySettings from settings.ini [data], with `overrides` (not None) applied."
+    d = load_settings()['data'] if 'data' in load_settings() else {}
+    vals = {f: type(getattr(QualitySettings, f))(d[f]) for f in QualitySettings.__dataclass_fields__ if f in d}
+    vals.update({k: v for k, v in overrides.items() if v is not None})
+    return QualitySettings(**vals)
+
+# %% ../nbs/01_data.ipynb #0cd95737
+_NS_MIN = 60_000_000_000
+
+class _Coverage:
+    "Which minutes of which exchange sessions have a bar; bars may arrive in chunks, in any order."
+    def __init__(self, spec:InstrumentSpec, names, stamp:str='start'):
+        self.spec, self.names, self.stamp = spec, names, stamp
+        self.per = {}                  # session date (datetime64[D]) -> [minutes-with-bar bool array, file line per minute]
+        self.first = self.last = None  # earliest and latest stamp (ns)
+        self.at_open, self.at_close = set(), set()   # sessions with a bar stamped exactly at their open / close
+        self.outside_n, self.outside_ex, self.outside_by = 0, [], {}   # bars outside every session
+        self.skipped = None            # why coverage could not be computed (no calendar for the period), or None
+
+    def _sessions(self, t0:int, t1:int)->pd.DataFrame:
+        from scalp_lib.exchange_calendar import exchange_sessions
+        tz = self.spec.tz
+        d0 = pd.Timestamp(t0, tz='UTC').tz_convert(tz).normalize().tz_localize(None) - pd.Timedelta(days=1)
+        d1 = pd.Timestamp(t1, tz='UTC').tz_convert(tz).normalize().tz_localize(None) + pd.Timedelta(days=2)
+        return exchange_sessions(d0, d1, names=self.names)
+
+    def add(self, index:pd.DatetimeIndex, # tz-aware stamps of valid bars (NaT and repeats allowed: ignored)
+            lines:np.ndarray, # file line (or row) of each bar
+            frame:pd.DataFrame|None=None, # the bars, for examples of bars outside the sessions
+           ):
+        "Record a chunk of bars."
+        if self.skipped: return
+        ok = ~index.isna()
+        index, lines = index[ok], np.asarray(lines)[ok]
+        if frame is not None: frame = frame[ok]
+        if not len(index): return
+        t = index.asi8
+        lo, hi = int(t.min()), int(t.max())
+        if pd.Timestamp(lo).year < 1990 or pd.Timestamp(hi).year > 2100:
+            self.skipped = 'stamps outside 1990-2100: no exchange calendar applied'; return
+        self.first = lo if self.first is None else min(self.first, lo)
+        self.last = hi if self.last is None else max(self.last, hi)
+        from scalp_lib.exchange_calendar import session_positions
+        sess = self._sessions(lo, hi)
+        pos, minute = session_positions(index, sess, self.stamp)
+        o_ns, c_ns = pd.DatetimeIndex(sess['open']).asi8, pd.DatetimeIndex(sess['close']).asi8
+        days = sess.index.values.astype('datetime64[D]')
+        self.at_open |= set(days[np.isin(o_ns, t)].tolist()); self.at_close |= set(days[np.isin(c_ns, t)].tolist())
+        inside = pos >= 0
+        for p in np.unique(pos[inside]):
+            m = pos == p
+            d = days[p]
+            if d not in self.per: self.per[d] = [np.zeros(int(sess['minutes'].iloc[p]), bool), np.full(int(sess['minutes'].iloc[p]), -1, np.int64)]
+            occ, ln = self.per[d]
+            occ[minute[m]] = True
+            ln[minute[m]] = np.where(ln[minute[m]] < 0, lines[m], np.minimum(ln[minute[m]], lines[m]))
+        if (~inside).any(): self._outside(index[~inside], lines[~inside], sess, None if frame is None else frame[~inside])
+
+    def _outside(self, idx, lines, sess, frame):
+        "Count bars outside every session, with why: daily break or weekend, full holiday, after an early close."
+        trade = pd.DatetimeIndex(session_dates(idx, self.spec))
+        p = sess.index.get_indexer(trade)
+        known = p >= 0
+        pc = np.clip(p, 0, None)
+        after = known & (idx.asi8 >= pd.DatetimeIndex(sess['close']).asi8[pc])
+        why = np.full(len(idx), 'exchange closed (daily break or weekend)', dtype=object)
+        why[~known & (trade.day_of_week < 5)] = 'on a full exchange holiday'
+        for q in np.unique(p[after]):
+            row = sess.iloc[q]
+            label = (f"after the {row['kind']} close {row['close']:%H:%M}" + (f" ({row['name']})" if row['name'] else '')
+                     if row['kind'] != 'regular' else f"at or after the session close {row['close']:%H:%M}")
+            why[after & (p == q)] = label
+        self.outside_n += len(idx)
+        counts = pd.Series(1, index=pd.MultiIndex.from_arrays([trade, why])).groupby(level=[0, 1]).size()
+        for k, v in counts.items(): self.outside_by[k] = self.outside_by.get(k, 0) + int(v)
+        if frame is not None and sum(map(len, self.outside_ex)) < 50:
+            ex = frame.iloc[:50].copy(); ex.insert(0, 'line', lines[:50]); ex['why'] = why[:50]
+            self.outside_ex.append(ex)
+
+# %% ../nbs/01_data.ipynb #d8e56577
+@patch
+def finish(self:_Coverage, qs:QualitySettings)->dict|None:
+    "Session table, gap list, full holidays, stamp evidence and bars outside sessions; None without a calendar."
+    if self.skipped or self.first is None: return None
+    from scalp_lib.exchange_calendar import exchange_holidays
+    sess = self._sessions(self.first, self.last)
+    o_ns, c_ns = pd.DatetimeIndex(sess['open']).asi8, pd.DatetimeIndex(sess['close']).asi8
+    shift = _NS_MIN if self.stamp == 'end' else 0
+    keep = (c_ns > self.first - shift) & (o_ns <= self.last - shift)      # sessions overlapping the data's span
+    sess, o_ns, c_ns = sess[keep], o_ns[keep], c_ns[keep]
+    days = sess.index.values.astype('datetime64[D]')
+    L = sess['minutes'].to_numpy(np.int64)
+    off = np.cumsum(L) - L
+    total = int(L.sum())
+    occ = np.zeros(total, np.int8)                  # 1: a bar; 0: missing; -1: outside the data's span
+    line = np.full(total, -1, np.int64)
+    for i, d in enumerate(days):
+        if d in self.per: occ[off[i]:off[i] + L[i]], line[off[i]:off[i] + L[i]] = self.per[d]
+    if len(days):
+        first_min = int(np.clip((self.first - shift - o_ns[0]) // _NS_MIN, 0, L[0]))
+        last_min = int(np.clip((self.last - shift - o_ns[-1]) // _NS_MIN, -1, L[-1] - 1))
+        occ[:first_min] = -1
+        occ[off[-1] + last_min + 1:] = -1
+    sid = np.repeat(np.arange(len(days)), L)
+    expected = np.bincount(sid, occ >= 0, len(days)).astype(np.int64)
+    bars = np.bincount(sid, occ == 1, len(days)).astype(np.int64)
+    empty = (bars == 0) & (expected > 0)
+    gaps = _missing_runs(occ, line, sid, off, L, o_ns, days, ~empty[sid] if total else np.zeros(0, bool), qs, self.spec.tz)
+    table = _session_table(sess, expected, bars, gaps, self.outside_by)
+    n_open, n_close = len(self.at_open & set(days.tolist())), len(self.at_close & set(days.tolist()))
+    detected = ('start' if n_open >= 3 and n_open >= 2*n_close else 'end' if n_close >= 3 and n_close >= 2*n_open else 'undetermined')
+    hol = exchange_holidays(pd.Timestamp(days[0]), pd.Timestamp(days[-1]), names=self.names) if len(days) else None
+    outside = pd.concat(self.outside_ex).head(50) if self.outside_ex else None
+    by = (pd.Series(self.outside_by, dtype='int64').rename_axis(['session', 'why']).rename('bars').reset_index()
+          if self.outside_by else pd.DataFrame(columns=['session', 'why', 'bars']))
+    return dict(sessions=table, gaps=gaps, holidays=hol, outside=outside, outside_by=by, outside_n=self.outside_n,
+                stamp=dict(assumed=self.stamp, detected=detected, sessions_with_bars=int((bars > 0).sum()),
+                           bar_at_open=n_open, bar_at_close=n_close))
+
+# %% ../nbs/01_data.ipynb #5e8311d9
+def _missing_runs(occ, line, sid, off, L, o_ns, days, counted, qs:QualitySettings, tz)->pd.DataFrame:
+    "Every run of consecutive missing minutes inside a session (sessions without any bar excluded), hole or quiet."
+    cols = ['session', 'first missing', 'last missing', 'minutes', 'bars nearby (%)', 'kind', 'line before', 'line after']
+    miss = (occ == 0) & counted
+    if not miss.any(): return pd.DataFrame(columns=cols)
+    new_sess = np.zeros(len(occ), bool); new_sess[off] = True
+    end_sess = np.zeros(len(occ), bool); end_sess[off + L - 1] = True
+    prev = np.r_[False, miss[:-1]]; nxt = np.r_[miss[1:], False]
+    start = np.flatnonzero(miss & (~prev | new_sess))
+    stop = np.flatnonzero(miss & (~nxt | end_sess)) + 1
+    k = stop - start
+    s = sid[start]
+    lo, hi = off[s], off[s] + L[s]
+    W = int(qs.gap_context_minutes)
+    cexp, cmiss = np.r_[0, np.cumsum(occ >= 0)], np.r_[0, np.cumsum(occ == 0)]
+    a, b = np.maximum(lo, start - W), np.minimum(hi, stop + W)
+    n_ctx = (cexp[start] - cexp[a]) + (cexp[b] - cexp[stop])
+    m_ctx = (cmiss[start] - cmiss[a]) + (cmiss[b] - cmiss[stop])
+    q = np.where(n_ctx > 0, m_ctx / np.maximum(n_ctx, 1), 1.0)
+    hole = (k >= qs.max_gap_minutes) | (q ** k < qs.hole_probability)
+    to_time = lambda m: pd.DatetimeIndex((o_ns[s] + (m - lo) * _NS_MIN).astype('datetime64[ns]')).tz_localize('UTC').tz_convert(tz)
+    return pd.DataFrame({'session': pd.DatetimeIndex(days[s]), 'first missing': to_time(start), 'last missing': to_time(stop - 1),
+                         'minutes': k, 'bars nearby (%)': np.round(100 * (1 - q), 1), 'kind': np.where(hole, 'hole', 'quiet'),
+                         'line before': np.where(start > lo, line[np.maximum(start - 1, 0)], -1),
+                         'line after': np.where(stop < hi, line[np.minimum(stop, len(line) - 1)], -1)})[cols]
+
+def _session_table(sess:pd.DataFrame, expected, bars, gaps:pd.DataFrame, outside_by:dict)->pd.DataFrame:
+    "One row per session: kind, name, open, close, minutes expected, bars, missing minutes split into holes and quiet runs."
+    t = pd.DataFrame({'kind': sess['kind'].to_numpy(), 'name': sess['name'].to_numpy(), 'open': sess['open'].to_numpy(),
+                      'close': sess['close'].to_numpy(), 'expected': expected, 'bars': bars}, index=sess.index)
+    t['missing'] = t['expected'] - t['bars']
+    t['coverage (%)'] = np.round(100 * t['bars'] / t['expected'].where(t['expected'] > 0), 2)
+    g = gaps.assign(h=gaps['kind'] == 'hole') if len(gaps) else None
+    for col, sel, agg in (('holes', 'hole', 'size'), ('hole minutes', 'hole', 'sum'), ('quiet runs', 'quiet', 'size'),
+                          ('quiet minutes', 'quiet', 'sum')):
+        v = g[g['kind'] == sel].groupby('session')['minutes'].agg(agg) if g is not None else pd.Series(dtype='int64')
+        t[col] = v.reindex(t.index, fill_value=0).astype('int64').to_numpy()
+    t['longest run'] = (g.groupby('session')['minutes'].max().reindex(t.index, fill_value=0).astype('int64').to_numpy()
+                        if g is not None else 0)
+    out = pd.Series({d: n for (d, _), n in outside_by.items()}, dtype='int64')
+    out = out.groupby(level=0).sum() if len(out) else out
+    t['bars outside hours'] = out.reindex(t.index, fill_value=0).astype('int64').to_numpy()
+    t['status'] = np.where(t['bars'] == 0, 'missing session', np.where(t['holes'] > 0, 'holes',
+                           np.where(t['missing'] > 0, 'quiet minutes only', 'complete')))
+    t.index.name = 'session'
+    return t
+
+# %% ../nbs/01_data.ipynb #6704f5d4
+def _rolling_median(v:np.ndarray, seg:np.ndarray, window:int, min_periods:int, center:bool=False)->np.ndarray:
+    "Rolling median of `v` that never reaches across a change of `seg` (a session)."
+    r = pd.Series(v).groupby(seg, sort=False).rolling(window, min_periods=min_periods, center=center).median()
+    return r.reset_index(level=0, drop=True).sort_index().to_numpy()
+
+def _bad_ticks(df:pd.DataFrame, # sorted bars (open, high, low, close)
+               tick:float, # tick size, the smallest scale
+               window:int, # bars each side
+               threshold:float, # in robust scales
+               segments:np.ndarray|None=None, # session of each bar: windows stay inside it; default: one segment
+              )->tuple[np.ndarray, pd.DataFrame]: # mask, and per bar the two medians and the deviation in ticks
+    "Bars whose high or low lies far outside the closes on both sides of them, within their session."
+    c = df['close'].to_numpy(np.float64)
+    seg = np.zeros(len(c), np.int64) if segments is None else np.asarray(segments)
+    mp = max(3, window // 3)
+    before = np.r_[np.nan, _rolling_median(c, seg, window, mp)[:-1]] if len(c) else c
+    if len(c): before[1:][seg[1:] != seg[:-1]] = np.nan         # the first bar of a session has nothing before it
+    after = _rolling_median(c[::-1], seg[::-1], window, mp)[::-1] if len(c) else c
+    after = np.r_[after[1:], np.nan] if len(c) else c
+    if len(c): after[:-1][seg[1:] != seg[:-1]] = np.nan          # nor the last bar anything after it
+    step = np.abs(np.diff(c, prepend=np.nan))
+    if len(c): step[1:][seg[1:] != seg[:-1]] = np.nan
+    scale = _rolling_median(step, seg, 2*window + 1, 3, center=True) if len(c) else c
+    scale = np.maximum(np.nan_to_num(scale, nan=tick), tick)
+    h, l = df['high'].to_numpy(np.float64), df['low'].to_numpy(np.float64)
+    with np.errstate(invalid='ignore'):
+        up, dn = np.minimum(h - before, h - after), np.minimum(before - l, after - l)
+        dev = np.fmax(up, dn)
+        mask = np.nan_to_num(dev, nan=0.0) > threshold * scale
+    info = pd.DataFrame({'median close before': before, 'median close after': after, 'deviation (ticks)': np.round(dev / tick, 1),
+                         'scale (ticks)': np.round(scale / tick, 2)}, index=df.index)
+    return mask, info
 
 # %% ../nbs/01_data.ipynb #1f1fdd20
 _ACTIONS = {'bad_timestamp': 'dropped', 'non_numeric': 'dropped', 'nan': 'dropped', 'inf': 'dropped',
@@ -305,23 +519,79 @@ _DETAIL = {'bad_timestamp': 'time stamp could not be parsed', 'non_numeric': 'te
            'duplicate_timestamp': 'time stamp seen in an earlier row', 'out_of_order': 'time stamp earlier than a previous row',
            'ohlc_inconsistent': 'high < low, or open/close outside [low, high]', 'non_positive_price': 'price <= 0',
            'negative_volume': 'volume < 0', 'off_tick': 'price not a multiple of the tick size',
-           'zero_volume': 'bar with zero volume', 'gap': 'gap across sessions longer than the daily break (weekends excepted), or inside a session longer than max_gap_minutes',
-           'identical_run': 'bars inside runs of identical consecutive bars'}
+           'zero_volume': 'bar with zero volume',
+           'gap': 'runs of missing minutes inside a session that thin trading does not explain (holes)',
+           'missing_session': 'exchange sessions in the period without any bar',
+           'outside_session': 'bars stamped while the exchange was closed (holiday, after an early close, daily break)',
+           'identical_run': 'bars inside runs of identical consecutive bars',
+           'bad_tick': 'prices on the tick grid far outside the range of the bars on both sides'}
 
-def _examples(frame, mask, row_numbers, k):
+def _line_base(source)->int:
+    "2 when rows come from a CSV file (row 0 is on line 2, under the header), else 0 (row positions)."
+    if isinstance(source, (str, Path)):
+        suf = [x.lower() for x in Path(source).suffixes]
+        return 0 if suf and suf[-1] in ('.parquet', '.pq') else 2
+    return 0
+
+def _examples(frame, mask, row_numbers, k, label='row'):
+    "Up to `k` rows where `mask` is True, with the file line (label 'line') or row position they came from."
     idx = np.flatnonzero(mask)[:k]
     ex = frame.iloc[idx].copy()
-    ex.insert(0, 'source_row', np.asarray(row_numbers)[idx])
+    ex.insert(0, label, np.asarray(row_numbers)[idx])
     return ex
 
+# %% ../nbs/01_data.ipynb #8f5b11ce
+def _session_issues(res:dict|None, max_examples:int, label:str)->list:
+    "QualityIssues of the session checks (gap, missing_session, outside_session) from _Coverage.finish."
+    if res is None: return [QualityIssue(k, 'warning', 0, 'none', _DETAIL[k]) for k in ('gap', 'missing_session', 'outside_session')]
+    g, t = res['gaps'], res['sessions']
+    holes = g[g['kind'] == 'hole'].sort_values('minutes', ascending=False, kind='stable') if len(g) else g
+    missing = t[t['status'] == 'missing session']
+    out = res['outside']
+    if out is not None: out = out.rename(columns={'line': label})
+    return [QualityIssue('gap', 'warning', len(holes), 'none', _DETAIL['gap'], holes.head(max_examples).rename(
+                columns={'line before': f'{label} before', 'line after': f'{label} after'}) if len(holes) else None),
+            QualityIssue('missing_session', 'warning', len(missing), 'none', _DETAIL['missing_session'],
+                         missing[['kind', 'name', 'open', 'close', 'expected']].head(max_examples) if len(missing) else None),
+            QualityIssue('outside_session', 'warning', int(res['outside_n']), 'none', _DETAIL['outside_session'],
+                         out.head(max_examples) if out is not None and len(out) else None)]
+
+def _attach_sessions(report:DataQualityReport, res:dict|None, qs:QualitySettings, why_not:str|None=None, label:str='line'):
+    "Put the session table, gap list, holidays and stamp evidence on the report, with notes for people."
+    if res is None:
+        report.notes.append(f"session checks skipped: {why_not or 'no bars'}")
+        report.stamp = dict(assumed=qs.stamp, detected='undetermined')
+        return
+    gaps = res['gaps'].rename(columns={'line before': f'{label} before', 'line after': f'{label} after'})
+    report.sessions, report.gaps, report.holidays, report.stamp = res['sessions'], gaps, res['holidays'], res['stamp']
+    report.stamp['outside_by'] = res['outside_by']
+    st = res['stamp']
+    report.notes.append(_stamp_sentence(st))
+
+def _stamp_sentence(st:dict)->str:
+    "The bar-stamp convention in words, with its evidence."
+    said = {'start': 'the start of its minute', 'end': 'the end of its minute'}
+    ev = (f"{st['bar_at_open']} of {st['sessions_with_bars']} sessions have a bar stamped at the session open, "
+          f"{st['bar_at_close']} one stamped at the close")
+    if st['detected'] == st['assumed']: return f"bar stamps mark {said[st['assumed']]} (detected: {ev})"
+    if st['detected'] == 'undetermined': return f"bar stamps taken to mark {said[st['assumed']]}; the data cannot tell ({ev})"
+    fix = "load with ts_offset='-1min' added to any offset" if st['detected'] == 'start' else "load with ts_offset='1min' (added to any offset)"
+    return (f"WARNING: bar stamps look like {said[st['detected']]}, not {said[st['assumed']]} as assumed ({ev}); "
+            f"{fix} to make them start stamps")
+
+# %% ../nbs/01_data.ipynb #b1f1fdd2
 def _validate(frame:pd.DataFrame, # OHLCV columns (any dtype), DatetimeIndex possibly with NaT, source order
               spec:InstrumentSpec, policy:str, source:str, *, non_numeric=None, thousands=None,
-              max_examples:int=5, identical_run_bars:int|None=None, notes=())->tuple[pd.DataFrame, DataQualityReport]:
+              max_examples:int=5, identical_run_bars:int|None=None, notes=(),
+              line_base:int=0, # 2: rows are CSV lines under a header (examples show file lines); 0: row positions
+              qs:QualitySettings|None=None, # thresholds; default quality_settings()
+             )->tuple[pd.DataFrame, DataQualityReport]:
     "Validate `frame` in source order; return the (repaired or sorted) frame and the report."
     if policy not in POLICIES: raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
-    if identical_run_bars is None: identical_run_bars = int(load_settings().get('data', 'identical_run_bars', 5))
+    qs = qs or quality_settings(identical_run_bars=identical_run_bars)
+    label = 'line' if line_base else 'row'
     n = len(frame)
-    rows = np.arange(n)
+    rows = np.arange(n) + line_base
     numeric = {}
     nn = np.zeros(n, bool) if non_numeric is None else non_numeric.copy()
     th = np.zeros(n, bool) if thousands is None else thousands.copy()
@@ -341,10 +611,12 @@ def _validate(frame:pd.DataFrame, # OHLCV columns (any dtype), DatetimeIndex pos
         if chk == 'non_numeric' and policy == 'repair' and th.any():
             action = f'{int(th.sum())} thousands-separated parsed, {int((nn & ~th).sum())} dropped'
         issues.append(QualityIssue(chk, 'error', cnt, action if cnt else 'none', detail,
-                                   _examples(frame, masks[chk], rows, max_examples) if cnt else None))
+                                   _examples(frame, masks[chk], rows, max_examples, label) if cnt else None))
     report = DataQualityReport(source, policy, n, n, issues, list(notes))
+    if line_base: report.notes.append("example rows are given as file line numbers (line 1 is the header; assumes one line per row)")
     if policy == 'strict' and not report.ok:
         raise DataValidationError(f"bar data failed validation (policy='strict'): {report.summary()}", report)
+    src = np.arange(n)
     if policy == 'repair':
         drop = np.zeros(n, bool)
         for chk, act in _ACTIONS.items():
@@ -352,31 +624,61 @@ def _validate(frame:pd.DataFrame, # OHLCV columns (any dtype), DatetimeIndex pos
         drop &= ~(masks['non_numeric'] & th & ~(masks['nan'] | masks['inf'] | masks['bad_timestamp']))
         # rows whose only text was a thousands separator are kept (they were parsed)
         keep = ~drop
-        out = num[keep]
+        out, src = num[keep], src[keep]
         if masks['off_tick'][keep].any():
             prices = out[['open','high','low','close']].to_numpy()
             out = out.copy()
             out[['open','high','low','close']] = np.round(prices / spec.tick_size) * spec.tick_size
         # rounding to the grid is monotone: it cannot make high < low or put open/close outside [low, high]
-        out = out.sort_index(kind='stable')
     else:
-        out = num.sort_index(kind='stable') if policy == 'report' else num
-    max_gap = float(load_settings().get('data', 'max_gap_minutes', 60))
-    warn = _sorted_warnings(out, spec, identical_run_bars, max_gap) if len(out) else {k: np.zeros(0, bool) for k in WARNING_CHECKS}
-    out_rows = np.arange(len(out))
-    for chk in WARNING_CHECKS:
-        cnt = int(warn[chk].sum())
-        report.issues.append(QualityIssue(chk, 'warning', cnt, 'none', _DETAIL[chk],
-                                          _examples(out, warn[chk], out_rows, max_examples) if cnt else None))
+        out = num
+    if policy != 'strict':
+        # stable sort by time, unparseable stamps (NaT) last; `src` follows so examples keep their file line
+        key = np.where(out.index.isna(), np.iinfo(np.int64).max, out.index.asi8)
+        order = np.argsort(key, kind='stable')
+        out, src = out.iloc[order], src[order]
+    lines = src + line_base
+    _sorted_checks(out, lines, spec, qs, report, max_examples, label)
     out.index.name = 'timestamp'
     report.n_rows_out = len(out)
     if policy == 'repair': report.repaired = out
     return out, report
 
+# %% ../nbs/01_data.ipynb #09c2586f
+def _sorted_checks(out:pd.DataFrame, lines:np.ndarray, spec:InstrumentSpec, qs:QualitySettings, report:DataQualityReport,
+                   max_examples:int, label:str):
+    "Warning checks on the sorted frame: zero volume, identical runs, bad ticks, and the session checks."
+    v = out[OHLCV].to_numpy()
+    with np.errstate(invalid='ignore'):
+        sane = np.isfinite(v).all(axis=1) & (v[:, :4] > 0).all(axis=1) & (v[:, 4] >= 0) & (v[:, 1] >= v[:, 2]) \
+               & (v[:, [0, 3]] <= v[:, [1]]).all(axis=1) & (v[:, [0, 3]] >= v[:, [2]]).all(axis=1)
+    valid = ~(out.index.isna() | out.index.duplicated(keep='first')) & sane   # the rows the chunked check calls clean
+    warn = _sorted_warnings(out, qs.identical_run_bars) if len(out) else {k: np.zeros(0, bool) for k in ('zero_volume', 'identical_run')}
+    warn['bad_tick'], bt = (_bad_ticks(out[valid], spec.tick_size, qs.bad_tick_window_bars, qs.bad_tick_threshold,
+                                       session_dates(out.index[valid], spec)) if valid.any() else (np.zeros(0, bool), None))
+    found = {}
+    for chk in ('zero_volume', 'identical_run'):
+        cnt = int(warn[chk].sum())
+        found[chk] = QualityIssue(chk, 'warning', cnt, 'none', _DETAIL[chk], _examples(out, warn[chk], lines, max_examples, label) if cnt else None)
+    cnt = int(warn['bad_tick'].sum())
+    found['bad_tick'] = QualityIssue('bad_tick', 'warning', cnt, 'none', _DETAIL['bad_tick'],
+                                     _examples(pd.concat([out[valid], bt], axis=1), warn['bad_tick'], lines[valid], max_examples, label) if cnt else None)
+    res, why = None, None
+    try:
+        from scalp_lib.exchange_calendar import calendar_names
+        cov = _Coverage(spec, calendar_names(spec), qs.stamp)
+        cov.add(out.index[valid], lines[valid], out[valid])
+        res, why = cov.finish(qs), cov.skipped
+    except CalendarError as e: why = str(e)
+    for i in _session_issues(res, max_examples, label): found[i.check] = i
+    report.issues += [found[k] for k in WARNING_CHECKS]
+    _attach_sessions(report, res, qs, why, label)
+
 def validate_bars(df:pd.DataFrame, # bars: DatetimeIndex (tz-aware) and open/high/low/close/volume columns
                   *, instrument:str|InstrumentSpec|None=None, # tick grid and session calendar; default: df.attrs or settings
                   policy:str='report', # 'report' | 'repair' | 'strict' (raises DataValidationError on any error)
                   max_examples:int=5, # example rows kept per problem
+                  stamp:str|None=None, # what a bar's stamp marks: 'start' (default, settings [data] stamp) or 'end'
                  )->DataQualityReport:
     "Check bars in their current row order; with policy 'repair' the fixed frame is `report.repaired`."
     spec = get_instrument(instrument or df.attrs.get('instrument') or load_settings().get('data', 'default_instrument', 'ES'))
@@ -386,8 +688,47 @@ def validate_bars(df:pd.DataFrame, # bars: DatetimeIndex (tz-aware) and open/hig
     if len(df) == 0: raise DataValidationError("no bars: the frame is empty")
     if not isinstance(df.index, pd.DatetimeIndex) or df.index.tz is None:
         raise DataValidationError("bars need a tz-aware DatetimeIndex (use load_bars to read raw data)")
-    _, report = _validate(df[OHLCV], spec, policy, source=str(df.attrs.get('source', 'DataFrame')), max_examples=max_examples)
+    _, report = _validate(df[OHLCV], spec, policy, source=str(df.attrs.get('source', 'DataFrame')), max_examples=max_examples,
+                          qs=quality_settings(stamp=stamp))
     return report
+
+# %% ../nbs/01_data.ipynb #a1f12d13
+@patch
+def special_days(self:DataQualityReport)->pd.DataFrame:
+    "Full holidays, holiday sessions and early closes in the data's period, with what the data hold on each."
+    cols = ['date', 'exchange', 'name', 'bars', 'expected', 'missing', 'bars outside hours', 'verdict']
+    rows = []
+    by = self.stamp.get('outside_by')
+    outside = by.groupby('session')['bars'].sum() if by is not None and len(by) else pd.Series(dtype='int64')
+    if self.sessions is not None:
+        for d, r in self.sessions[self.sessions['kind'] != 'regular'].iterrows():
+            rows.append(dict(date=d, exchange=f"{r['kind']}, closes {r['close']:%H:%M}", name=r['name'], bars=r['bars'],
+                             expected=r['expected'], missing=r['missing'], **{'bars outside hours': r['bars outside hours']}))
+    if self.holidays is not None:
+        for d, r in self.holidays.iterrows():
+            rows.append(dict(date=d, exchange='closed all day', name=r['name'], bars=0, expected=0, missing=0,
+                             **{'bars outside hours': int(outside.get(d, 0))}))
+    t = pd.DataFrame(rows, columns=cols).sort_values('date', kind='stable').reset_index(drop=True)
+    t['verdict'] = np.where(t['bars outside hours'] > 0, 'bars while the exchange was closed',
+                   np.where((t['bars'] == 0) & (t['expected'] > 0), 'session missing',
+                   np.where(t['missing'] > 0, 'minutes missing', 'as expected')))
+    return t
+
+@patch
+def _repr_html_(self:DataQualityReport):
+    head = f"<p><b>Data quality</b>: {self.summary()}</p>"
+    notes = ''.join(f"<li>{n}</li>" for n in self.notes)
+    parts = [head + (f"<ul>{notes}</ul>" if notes else ''), self.to_frame().to_html()]
+    if self.sessions is not None:
+        t = self.sessions
+        parts.append(f"<p>{len(t)} exchange sessions in the period: {int((t['status'] == 'complete').sum())} complete, "
+                     f"{int((t['status'] == 'quiet minutes only').sum())} with quiet minutes only, {int((t['status'] == 'holes').sum())} "
+                     f"with holes, {int((t['status'] == 'missing session').sum())} missing.</p>")
+        sd = self.special_days()
+        parts.append("<p><b>Holidays and early closes</b></p>" + (sd.to_html(index=False) if len(sd) else "<p>None in this period.</p>"))
+    parts += [f"<details><summary>{i.check}: first {len(i.examples)} examples</summary>{i.examples.to_html()}</details>"
+              for i in self.issues if i.count and i.examples is not None and len(i.examples)]
+    return ''.join(parts)
 
 # %% ../nbs/01_data.ipynb #bae31b3f
 _ALIASES = {'open': ('open', 'o', 'first', 'open_price', 'opening_price'),
@@ -516,7 +857,7 @@ def load_bars(source, # path to CSV / CSV.gz / Parquet, or a DataFrame
     if len(raw) == 0: raise DataValidationError(f"{name}: no rows")
     notes = []
     frame = _standard_frame(raw, spec, tz, ts_offset, notes)
-    out, report = _validate(frame, spec, policy, name, max_examples=max_examples, notes=notes)
+    out, report = _validate(frame, spec, policy, name, max_examples=max_examples, notes=notes, line_base=_line_base(source))
     if not len(out): raise DataValidationError(f"{name}: no valid rows left after validation; {report.summary()}", report)
     out = out.copy()
     report.repaired = None  # the frame itself is the repaired data; pandas deep-copies attrs on every slice
@@ -558,18 +899,29 @@ def _cross_chunk_duplicates(path, spec, tz, ts_offset, chunk_rows, candidates)->
 def validate_file(source, # path to a CSV / CSV.gz / Parquet bar file
                   *, tz:str|None=None, ts_offset=None, instrument:str|InstrumentSpec|None=None,
                   chunk_rows:int=1_000_000, # rows per chunk: bounds memory
-                  max_examples:int=5, progress:bool=True)->DataQualityReport:
+                  max_examples:int=5, progress:bool=True,
+                  stamp:str|None=None, # what a bar's stamp marks: 'start' (default, settings [data] stamp) or 'end'
+                 )->DataQualityReport:
     "Validate a large bar file chunk by chunk (policy 'report'); memory depends on `chunk_rows`, not file length."
     from tqdm.auto import tqdm
     spec = get_instrument(instrument or load_settings().get('data', 'default_instrument', 'ES'))
     path = Path(source).expanduser()
     if not path.exists(): raise FileNotFoundError(f"bar file not found: {path}")
-    ident = int(load_settings().get('data', 'identical_run_bars', 5))
+    qs = quality_settings(stamp=stamp)
+    ident = qs.identical_run_bars
+    base = _line_base(path); label = 'line' if base else 'row'
     state, notes = _CarryState(), []
-    totals = {k: 0 for k in ERROR_CHECKS + WARNING_CHECKS}
+    row_warnings = ('zero_volume', 'identical_run')
+    totals = {k: 0 for k in ERROR_CHECKS + row_warnings + ('bad_tick',)}
     examples = {k: [] for k in totals}
     tail = None  # last bars of the previous chunk, for warnings across the boundary
     tail_counted = {}  # per warning: which tail bars were already counted
+    bt = _BadTickCarry(spec, qs)
+    cov, why = None, None
+    try:
+        from scalp_lib.exchange_calendar import calendar_names
+        cov = _Coverage(spec, calendar_names(spec), qs.stamp)
+    except CalendarError as e: why = str(e)
     n = 0
     bar = tqdm(desc=f"validating {path.name}", unit=' rows', disable=not progress)
     for raw in iter_raw_chunks(path, chunk_rows):
@@ -581,24 +933,27 @@ def validate_file(source, # path to a CSV / CSV.gz / Parquet bar file
         masks = _row_checks(num, spec, state)
         masks['non_numeric'] = nn
         masks['nan'] = masks['nan'] & ~nn
-        rows = np.arange(n, n + len(frame))
+        rows = np.arange(n, n + len(frame)) + base
         for chk in ERROR_CHECKS:
             totals[chk] += int(masks[chk].sum())
             if len(examples[chk]) < max_examples and masks[chk].any():
-                examples[chk].append(_examples(frame, masks[chk], rows, max_examples))
+                examples[chk].append(_examples(frame, masks[chk], rows, max_examples, label))
         good = ~np.logical_or.reduce([masks[c] for c in ERROR_CHECKS if c not in ('out_of_order', 'off_tick')])
-        clean = num[good].sort_index(kind='stable')
+        order = np.argsort(num.index.asi8[good], kind='stable')
+        clean, clean_lines = num[good].iloc[order], rows[good][order]
+        if cov is not None: cov.add(clean.index, clean_lines, clean)
+        bt.add(clean, clean_lines, totals, examples, max_examples, label)
         ctx = clean if tail is None else pd.concat([tail, clean])
-        w = _sorted_warnings(ctx, spec, ident, float(load_settings().get('data', 'max_gap_minutes', 60))) if len(ctx) else {}
+        w = _sorted_warnings(ctx, ident) if len(ctx) else {}
         skip = 0 if tail is None else len(tail)
-        for chk in WARNING_CHECKS:
+        for chk in row_warnings:
             if not w: break
             full = w[chk].copy()
             mk = full[skip:]
             # tail bars count now if the new bars made them part of a problem (a run completed across the boundary)
             late = full[:skip] & ~tail_counted[chk] if skip else np.zeros(0, bool)
             totals[chk] += int(mk.sum()) + int(late.sum())
-            if len(examples[chk]) < max_examples and mk.any(): examples[chk].append(_examples(clean, mk, np.arange(len(clean)), max_examples))
+            if len(examples[chk]) < max_examples and mk.any(): examples[chk].append(_examples(clean, mk, clean_lines, max_examples, label))
             if skip: full[:skip] |= tail_counted[chk]
             tail_counted[chk] = full[-max(ident, 1):]
         if len(ctx): tail = ctx.iloc[-max(ident, 1):]
@@ -606,12 +961,43 @@ def validate_file(source, # path to a CSV / CSV.gz / Parquet bar file
         bar.update(len(frame))
     bar.close()
     if n == 0: raise DataValidationError(f"{path}: no rows")
+    bt.finish(totals, examples, max_examples, label)
     if state.candidates:
         totals['duplicate_timestamp'] += _cross_chunk_duplicates(path, spec, tz, ts_offset, chunk_rows, state.candidates)
     issues = [QualityIssue(k, 'error' if k in ERROR_CHECKS else 'warning', totals[k], 'none', _DETAIL[k],
                            pd.concat(examples[k]).head(max_examples) if examples[k] else None)
-              for k in ERROR_CHECKS + WARNING_CHECKS]
-    return DataQualityReport(str(path), 'report', n, n, issues, notes)
+              for k in ERROR_CHECKS + row_warnings + ('bad_tick',)]
+    res = cov.finish(qs) if cov is not None else None
+    if cov is not None: why = cov.skipped
+    found = {i.check: i for i in issues + _session_issues(res, max_examples, label)}
+    report = DataQualityReport(str(path), 'report', n, n, [found[k] for k in ERROR_CHECKS + WARNING_CHECKS], notes)
+    if base: report.notes.append("example rows are given as file line numbers (line 1 is the header; assumes one line per row)")
+    _attach_sessions(report, res, qs, why, label)
+    return report
+
+class _BadTickCarry:
+    "Bad-tick flags over chunks: a bar is decided once the `window` bars after it have been seen."
+    def __init__(self, spec:InstrumentSpec, qs:QualitySettings):
+        self.spec, self.tick, self.w, self.thr = spec, spec.tick_size, int(qs.bad_tick_window_bars), float(qs.bad_tick_threshold)
+        self.carry, self.lines, self.pending = None, np.zeros(0, np.int64), 0
+    def _count(self, ctx, lines, lo, hi, totals, examples, k, label):
+        m, info = _bad_ticks(ctx, self.tick, self.w, self.thr, session_dates(ctx.index, self.spec))
+        sel = np.zeros(len(ctx), bool); sel[lo:hi] = m[lo:hi]
+        totals['bad_tick'] += int(sel.sum())
+        if sel.any() and len(examples['bad_tick']) < k:
+            examples['bad_tick'].append(_examples(pd.concat([ctx, info], axis=1), sel, lines, k, label))
+    def add(self, clean, lines, totals, examples, k, label):
+        ctx = clean if self.carry is None else pd.concat([self.carry, clean])
+        ln = np.r_[self.lines, lines]
+        lo = len(ctx) - len(clean) - self.pending
+        hi = max(len(ctx) - self.w, lo)
+        self._count(ctx, ln, lo, hi, totals, examples, k, label)
+        self.pending = len(ctx) - hi
+        keep = self.pending + self.w
+        self.carry, self.lines = ctx.iloc[-keep:], ln[-keep:]
+    def finish(self, totals, examples, k, label):
+        if self.carry is not None and self.pending:
+            self._count(self.carry, self.lines, len(self.carry) - self.pending, len(self.carry), totals, examples, k, label)
 
 # %% ../nbs/01_data.ipynb #19b4a17a
 _TICK_ALIASES = {'price': ('price', 'last', 'trade_price', 'px', 'close'), 'volume': ('volume', 'size', 'qty', 'quantity', 'vol', 'v')}

@@ -25,7 +25,7 @@ from .config import ScalpLibError, load_settings
 __all__ = ['ReportParameterError', 'ReportExecutionError', 'project_root', 'templates_dir', 'list_templates', 'resolve_template',
            'template_parameters', 'coerce_param', 'check_params', 'ReportPaths', 'notebook_to_html', 'run_report',
            'git_revision', 'run_metadata', 'add_source', 'setup_report_style', 'plot_bars_per_session',
-           'plot_volume_by_time', 'plot_price_and_returns', 'gap_table', 'main']
+           'plot_volume_by_time', 'minute_returns', 'plot_price_and_returns', 'gap_table', 'table_or_none', 'main']
 
 # %% ../nbs/04_report.ipynb #2b6708d1
 class ReportParameterError(ScalpLibError, ValueError):
@@ -224,19 +224,34 @@ def setup_report_style():
                          'figure.figsize': (11, 4), 'axes.titlesize': 12})
 
 # %% ../nbs/04_report.ipynb #2d735a36
-def plot_bars_per_session(bars:pd.DataFrame, instrument=None, source:str='')->plt.Figure:
-    "Bar count of each trading session against the full-session count."
+def plot_bars_per_session(bars:pd.DataFrame, instrument=None, source:str='',
+                          quality=None, # DataQualityReport with a session table: the expected count per session, holidays marked
+                         )->plt.Figure:
+    "Bar count of each trading session against the count the exchange calendar expects."
     from scalp_lib.data import session_dates
     from scalp_lib.config import get_instrument
     spec = get_instrument(instrument or bars.attrs.get('instrument', 'ES'))
     counts = pd.Series(1, index=session_dates(bars.index, spec)).groupby(level=0).size()
     fig, ax = plt.subplots(figsize=(11, 3.5))
-    days = pd.to_datetime(counts.index)
-    ax.bar(days, counts.values, width=0.8, color='tab:blue')
+    t = getattr(quality, 'sessions', None)
+    if t is not None and len(t):
+        days = pd.to_datetime(t.index)
+        colour = np.where(t['kind'] == 'regular', 'tab:blue', 'tab:orange')
+        colour = np.where(t['status'].isin(['holes', 'missing session']), 'tab:red', colour)
+        ax.bar(days, t['bars'].to_numpy(), width=0.8, color=colour)
+        ax.step(days, t['expected'].to_numpy(), where='mid', color='0.2', lw=1, label='expected by the exchange calendar')
+        from matplotlib.patches import Patch
+        handles = [ax.get_legend_handles_labels()[0][0], Patch(color='tab:blue', label='regular session'),
+                   Patch(color='tab:orange', label='holiday session or early close'), Patch(color='tab:red', label='session with holes, or missing')]
+        ax.set_ylim(0, 1.4 * max(int(t['expected'].max()), 1))      # room for the legend above the bars
+        ax.legend(handles=handles, loc='upper left', fontsize=8, ncol=4)
+    else:
+        days = pd.to_datetime(counts.index)
+        ax.bar(days, counts.values, width=0.8, color='tab:blue')
+        ax.axhline(spec.session_minutes, color='tab:red', ls='--', lw=1, label=f'full session ({spec.session_minutes} bars)')
+        ax.legend(loc='lower right')
     if len(days) <= 12: ax.set_xticks(days, [d.strftime('%Y-%m-%d') for d in days])  # few sessions: one tick each, no hours
-    ax.axhline(spec.session_minutes, color='tab:red', ls='--', lw=1, label=f'full session ({spec.session_minutes} bars)')
     ax.set(title='Bars per trading session', xlabel='trading date', ylabel='bars (1-minute)')
-    ax.legend(loc='lower right')
     fig.autofmt_xdate()
     add_source(fig, source or f"Source: {bars.attrs.get('source', 'bars')}")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
@@ -260,52 +275,78 @@ def plot_volume_by_time(bars:pd.DataFrame, bucket_minutes:int=30, source:str='')
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
 
-def plot_price_and_returns(bars:pd.DataFrame, source:str='')->plt.Figure:
-    "Close price over time and the distribution of 1-minute log returns (log-scaled counts, normal overlay)."
-    r = np.log(bars['close']).diff().dropna()
-    r = r[np.isfinite(r)] * 1e4
+# %% ../nbs/04_report.ipynb #f368d993
+def minute_returns(bars:pd.DataFrame, instrument=None)->tuple[pd.Series, dict]:
+    "1-minute log returns in basis points between consecutive minutes of one session, and what was left out."
+    from scalp_lib.data import session_dates
+    from scalp_lib.config import get_instrument
+    spec = get_instrument(instrument or bars.attrs.get('instrument', 'ES'))
+    r = np.log(bars['close']).diff() * 1e4
+    step_min = np.r_[np.nan, np.diff(bars.index.asi8) / 60e9]
+    d = session_dates(bars.index, spec)
+    same = np.r_[False, d[1:] == d[:-1]]
+    one = same & (step_min == 1)
+    info = {'returns': int(one.sum()), 'across session breaks': int((~same[1:]).sum()),
+            'across missing minutes': int((same & (step_min > 1)).sum())}
+    r = r[one]
+    return r[np.isfinite(r)], info
+
+def plot_price_and_returns(bars:pd.DataFrame, source:str='', instrument=None)->plt.Figure:
+    "Close price on a session axis (closures removed, sessions separated) and the distribution of 1-minute log returns."
+    from scalp_lib.data import session_dates
+    from scalp_lib.config import get_instrument
+    spec = get_instrument(instrument or bars.attrs.get('instrument', 'ES'))
+    r, info = minute_returns(bars, spec)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={'width_ratios': [1.4, 1]})
-    a1.plot(bars.index, bars['close'], lw=0.7, color='tab:blue')
-    a1.set(title='Close price', xlabel=f'time ({bars.index.tz})', ylabel='price (points)')
-    a1.tick_params(axis='x', rotation=30)
-    lim = np.nanpercentile(np.abs(r), 99.9) if len(r) else 1.0
+    d = session_dates(bars.index, spec)
+    x = np.arange(len(bars))                                   # bar number: closed hours take no room
+    y = bars['close'].to_numpy(np.float64).copy()
+    brk = np.flatnonzero(np.r_[False, d[1:] != d[:-1]])
+    a1.plot(np.insert(x.astype(float), brk, np.nan), np.insert(y, brk, np.nan), lw=0.7, color='tab:blue')   # no line across closures
+    for i in brk: a1.axvline(i, color='0.85', lw=0.5, zorder=0)
+    first = np.r_[0, brk]
+    step = max(1, len(first) // 8)
+    a1.set_xticks(first[::step], [str(pd.Timestamp(d[i]).date()) for i in first[::step]], rotation=30, ha='right')
+    a1.set(title='Close price by session (closures removed)', xlabel='trading session (start marked)', ylabel='price (points)')
+    lo, hi = (np.nanpercentile(r, [0.05, 99.95]) if len(r) else (-1.0, 1.0))
+    lim = max(abs(lo), abs(hi), 1e-9)
+    outside = int((np.abs(r) > lim).sum())
     bins = np.linspace(-lim, lim, 81)
-    a2.hist(r.clip(-lim, lim), bins=bins, color='tab:blue', alpha=0.7, label='observed')
+    a2.hist(r[np.abs(r) <= lim], bins=bins, color='tab:blue', alpha=0.7, label='observed')
     if len(r) > 1 and r.std() > 0:
         from scipy.stats import norm
         w = bins[1] - bins[0]
         a2.plot(bins, len(r)*w*norm.pdf(bins, r.mean(), r.std()), color='tab:red', lw=1.2, label='normal, same s.d.')
     a2.set_yscale('log')
     a2.set_ylim(bottom=0.5)
-    a2.set(title=f'1-minute log returns (excess kurtosis {r.kurt():.1f})', xlabel='log return (basis points)', ylabel='bars (log scale)')
-    a2.legend(fontsize=8)
+    a2.set(title=f'1-minute log returns (excess kurtosis {r.kurt():.1f})', ylabel='bars (log scale)',
+           xlabel=(f"log return (basis points)\n{info['returns']:,} returns within sessions; {outside:,} beyond +-{lim:.1f} bp not drawn;\n"
+                   f"left out: {info['across session breaks']:,} across session breaks, {info['across missing minutes']:,} across missing minutes"))
+    a2.xaxis.label.set_fontsize(8)
+    a2.legend(fontsize=8, loc='upper right')
     add_source(fig, source or f"Source: {bars.attrs.get('source', 'bars')}")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.clipped_returns = outside                    # for tests and the report text
     return fig
 
-def gap_table(bars:pd.DataFrame, instrument=None, top:int=15, # longest `top` gaps
-              include_expected:bool=False, # also list the daily break and weekend closures
-              min_minutes:float=5, # shorter gaps (a quiet minute or two without trades) are left out
+def gap_table(quality, # DataQualityReport (validate_bars / load_bars) with its session checks
+              top:int=15, # the longest `top` holes
+              kind:str='hole', # 'hole', 'quiet' or 'all'
              )->pd.DataFrame:
-    "Longest gaps between consecutive bars, each classed as daily break, weekend or unexpected."
-    from scalp_lib.data import session_dates
-    from scalp_lib.config import get_instrument
-    spec = get_instrument(instrument or bars.attrs.get('instrument', 'ES'))
-    cols = ['gap start', 'gap end', 'minutes', 'trading date', 'kind']
-    if len(bars) < 2: return pd.DataFrame(columns=cols)
-    minutes = np.diff(bars.index.asi8) / 60e9
-    dates = session_dates(bars.index, spec)
-    day_gap = np.diff(dates).astype(np.int64)
-    prev_wd = pd.DatetimeIndex(dates[:-1]).day_of_week.to_numpy()
-    brk = spec.daily_break_minutes + 1
-    # the weekend closure is two days longer than the daily break, plus an hour when the clocks change
-    kind = np.where((minutes <= brk) & (day_gap == 1), 'daily break',
-            np.where((prev_wd == 4) & (day_gap == 3) & (minutes <= brk + 2*24*60 + 60), 'weekend', 'unexpected'))
-    df = pd.DataFrame({'gap start': bars.index[:-1], 'gap end': bars.index[1:], 'minutes': minutes,
-                       'trading date': dates[1:], 'kind': kind})
-    df = df[df['minutes'] >= min_minutes]
-    if not include_expected: df = df[df['kind'] == 'unexpected']
-    return df.sort_values('minutes', ascending=False).head(top).reset_index(drop=True)[cols]
+    "The longest runs of missing minutes inside sessions (holes: not explained by thin trading), longest first."
+    g = getattr(quality, 'gaps', None)
+    cols = ['session', 'first missing', 'last missing', 'minutes', 'bars nearby (%)', 'kind']
+    if g is None or not len(g): return pd.DataFrame(columns=cols)
+    if kind != 'all': g = g[g['kind'] == kind]
+    extra = [c for c in g.columns if c.endswith((' before', ' after'))]
+    return g.sort_values('minutes', ascending=False, kind='stable').head(top).reset_index(drop=True)[cols + extra]
+
+def table_or_none(df:pd.DataFrame, # a table to show
+                  none:str='None found.', # what to say instead of an empty table
+                  **to_html):
+    "An HTML table, or a sentence when it has no rows (an empty table says nothing)."
+    from IPython.display import HTML, Markdown
+    return Markdown(none) if df is None or not len(df) else HTML(df.to_html(**to_html))
 
 # %% ../nbs/04_report.ipynb #8420d151
 def _parse_cli_value(s:str):

@@ -32,21 +32,52 @@ def test_last_trade_dates(code, ref, expected):
 
 
 def test_third_friday_rule_holds_for_every_quarter_of_two_decades():
+    from scalp_lib.contracts import third_friday
+    from scalp_lib.exchange_calendar import is_business_day
+    moved = []
     for y in range(2010, 2031):
         for m, letter in zip((3, 6, 9, 12), "HMUZ"):
-            d = last_trade_date(f"ES{letter}{y}")
-            assert d.weekday() == 4 and 15 <= d.day <= 21 and (d.year, d.month) == (y, m)
+            d, fri = last_trade_date(f"ES{letter}{y}"), third_friday(y, m)
+            assert (d.year, d.month) == (y, m) and is_business_day(d, "ES")
+            if is_business_day(fri, "ES"): assert d == fri and d.weekday() == 4 and 15 <= d.day <= 21
+            else: moved.append(str(d))
             assert expiry(f"ES{letter}{y}") == pd.Timestamp(f"{d} 08:30", tz=CT)
+    # Juneteenth on the third Friday of June (2026; observed on Friday 18 June 2027): the Thursday before
+    assert moved == ["2026-06-18", "2027-06-17"]
 
 
-def test_crude_rule_counts_weekdays_before_the_25th():
+def test_crude_rule_counts_exchange_business_days_before_the_25th():
+    from scalp_lib.exchange_calendar import business_days, is_business_day
     for y in range(2020, 2027):
         for m in range(1, 13):
             c = parse_contract(f"CL{'FGHJKMNQUVXZ'[m - 1]}{y}")
             d = last_trade_date(c)
             the_25th = dt.date(y if m > 1 else y - 1, m - 1 if m > 1 else 12, 25)
-            weekdays_between = np.busday_count(d, the_25th)   # weekdays in [d, 25th)
-            assert d.weekday() < 5 and weekdays_between == (3 if the_25th.weekday() < 5 else 4)
+            between = business_days(d, the_25th - dt.timedelta(days=1), "CL")   # business days in [d, 25th)
+            assert is_business_day(d, "CL") and len(between) == (3 if is_business_day(the_25th, "CL") else 4), c
+
+
+@pytest.mark.parametrize("code,ref,expected,why", [
+    ("CLF26", None, "2025-12-19", "25 Dec 2025 is Christmas: 4 business days before it (a weekday count gave 22 Dec)"),
+    ("CLZ21", None, "2021-11-19", "25 Nov 2021 is Thanksgiving: 4 business days before it"),
+    ("CLZ22", None, "2022-11-21", "Thanksgiving (24 Nov 2022) lies inside the count of 3"),
+    ("ESH8", 2008, "2008-03-20", "the third Friday of March 2008 was Good Friday: the business day before"),
+    ("ESZ25", None, "2025-12-19", "an ordinary quarter: the third Friday"),
+    ("ESM26", None, "2026-06-18", "Juneteenth 2026 is the third Friday of June: the business day before"),
+])
+def test_expiries_on_exchange_business_days(code, ref, expected, why):
+    assert str(last_trade_date(code, ref)) == expected, why
+
+
+def test_days_before_expiry_rule_counts_exchange_business_days():
+    "ESH8 expires Thursday 20 March 2008 (Good Friday is the third Friday): 3 business days before it is Monday 17 March."
+    days = [str(d.date()) for d in pd.bdate_range("2008-03-10", "2008-03-20")]
+    idx = lambda: pd.DatetimeIndex([f"{d} 08:30" for d in days], tz=CT)
+    bars = {c: pd.DataFrame({"open": p, "high": p, "low": p, "close": p, "volume": 100.0}, index=idx())
+            for c, p in (("ESH8", 1300.0), ("ESM8", 1305.0))}
+    sel = select_contracts(load_contracts(bars), rule="days_before_expiry", days_before_expiry=3)
+    assert sel.roll_table["date"].tolist() == [pd.Timestamp("2008-03-17")]
+    assert sel.roll_table["reason"].tolist() == ["days_before_expiry"]
 
 
 def test_contract_code_errors_are_named():

@@ -98,7 +98,9 @@ def test_weekend_is_not_a_gap_but_a_missing_weekday_session_is():
     assert validate_bars(bars).counts["gap"] == 0
     dates = session_dates(bars.index)
     holey = bars[dates != np.datetime64("2024-01-04")]
-    assert validate_bars(holey).counts["gap"] == 1
+    q = validate_bars(holey)
+    assert q.counts["missing_session"] == 1 and q.counts["gap"] == 0
+    assert q.sessions.loc["2024-01-04", "status"] == "missing session"
 
 
 def test_identical_bar_runs_are_counted():
@@ -244,3 +246,105 @@ def test_chunked_warnings_equal_in_memory_when_runs_and_gaps_straddle_chunks(tmp
     c = validate_file(f, chunk_rows=chunk, progress=False)
     assert whole.counts["identical_run"] == 9 + 5   # the run of 4 is below [data] identical_run_bars (5)
     assert c.counts == whole.counts
+
+
+# ---------------------------------------------------------------- holidays vs holes, bad ticks, stamps, file lines
+CT = "America/Chicago"
+
+
+def _thanksgiving_week():
+    "Mon 24 - Fri 28 Nov 2025 with the exchange's hours: Thursday closes 12:00 (holiday session), Friday 12:15."
+    b = demo_bars(n_days=5, start="2025-11-24", seed=1)
+    t = b.index
+    closed = (((t >= pd.Timestamp("2025-11-27 12:00", tz=CT)) & (t < pd.Timestamp("2025-11-27 17:00", tz=CT)))
+              | ((t >= pd.Timestamp("2025-11-28 12:15", tz=CT)) & (t < pd.Timestamp("2025-11-28 17:00", tz=CT))))
+    return b[~closed]
+
+
+def test_thanksgiving_and_the_day_after_are_labelled_not_gaps():
+    q = validate_bars(_thanksgiving_week())
+    assert q.counts["gap"] == 0 and q.counts["missing_session"] == 0 and q.counts["outside_session"] == 0
+    sd = q.special_days().set_index("date")
+    assert sd.loc["2025-11-27", ["exchange", "name", "verdict"]].tolist() == ["holiday session, closes 12:00", "Thanksgiving", "as expected"]
+    assert sd.loc["2025-11-28", ["exchange", "name", "verdict"]].tolist() == ["early close, closes 12:15", "Friday after Thanksgiving", "as expected"]
+    assert q.sessions.loc["2025-11-27", "expected"] == 19 * 60 and q.sessions.loc["2025-11-28", "expected"] == 19 * 60 + 15
+
+
+def test_bars_after_an_early_close_are_reported_with_the_reason():
+    q = validate_bars(demo_bars(n_days=5, start="2025-11-24", seed=1))   # weekday calendar: full sessions on both days
+    assert q.counts["outside_session"] == 240 + 225
+    by = q.stamp["outside_by"].set_index("session")
+    assert by.loc["2025-11-27", "why"] == "after the holiday session close 12:00 (Thanksgiving)"
+    assert by.loc["2025-11-27", "bars"] == 240
+
+
+def test_a_single_missing_minute_in_a_full_session_is_listed():
+    b = _thanksgiving_week()
+    gone = b.index[700]
+    q = validate_bars(b.drop(gone))
+    assert q.counts["gap"] == 1
+    g = q.gaps.iloc[0]
+    assert (g["first missing"], g["last missing"], g["minutes"], g["kind"]) == (gone, gone, 1, "hole")
+    assert (g["row before"], g["row after"]) == (699, 700)
+    assert q.sessions["missing"].sum() == 1
+
+
+def test_thin_trading_is_quiet_but_a_hole_in_busy_hours_is_not():
+    b = _thanksgiving_week()
+    tue = b[session_dates(b.index) == np.datetime64("2025-11-25")]
+    rng = np.random.default_rng(3)
+    night = (tue.index.hour >= 18) | (tue.index.hour < 6)
+    keep = ~(night & (rng.random(len(tue)) < 0.35))
+    hole = (tue.index >= pd.Timestamp("2025-11-25 09:00", tz=CT)) & (tue.index < pd.Timestamp("2025-11-25 09:07", tz=CT))
+    q = validate_bars(tue[keep & ~hole])
+    holes = q.gaps[q.gaps["kind"] == "hole"]
+    assert holes[["first missing", "minutes"]].values.tolist() == [[pd.Timestamp("2025-11-25 09:00", tz=CT), 7]]
+    quiet = q.gaps[q.gaps["kind"] == "quiet"]
+    assert quiet["minutes"].sum() == (night & ~keep).sum() and len(quiet) > 50
+    assert q.counts["gap"] == 1
+
+
+def test_bad_tick_on_the_grid_is_flagged_with_its_line_and_kept(tmp_path):
+    b = demo_bars(n_days=1, seed=5).iloc[:400].copy()
+    b.iloc[250, b.columns.get_loc("high")] += 30.0          # 120 ticks above the market, on the 0.25 grid
+    f = tmp_path / "spike.csv"
+    b.reset_index().to_csv(f, index=False)
+    out = load_bars(f, tz=CT)
+    q = out.attrs["quality"]
+    assert q.ok and q.counts["bad_tick"] == 1 and len(out) == 400          # reported, not dropped
+    ex = q.issue("bad_tick").examples
+    assert ex["line"].tolist() == [252] and ex["deviation (ticks)"].iloc[0] > 100
+    for chunk in (100, 249, 251, 1000):                    # the same answer when the spike sits at a chunk edge
+        assert validate_file(f, tz=CT, chunk_rows=chunk, progress=False).counts["bad_tick"] == 1
+
+
+@pytest.mark.parametrize("shift,expected", [("0min", "start"), ("1min", "end")])
+def test_stamp_convention_is_detected(shift, expected):
+    b = _thanksgiving_week()
+    b.index = b.index + pd.Timedelta(shift)
+    q = validate_bars(b)
+    assert q.stamp["detected"] == expected
+    assert (q.stamp["bar_at_open"], q.stamp["bar_at_close"]) == ((5, 0) if expected == "start" else (0, 5))
+    assert any(("end of its minute" if expected == "end" else "start of its minute") in n for n in q.notes)
+
+
+def test_examples_carry_file_line_numbers(tmp_path):
+    rows = list(GOOD)
+    rows[2] = "2024-01-02 08:32,4801.75,4802.25,4801.00,N/A,90"     # file line 4 (the header is line 1)
+    p = write(tmp_path, rows)
+    for q in (load_bars(p, policy="report").attrs["quality"], validate_file(p, progress=False)):
+        assert q.issue("non_numeric").examples["line"].tolist() == [4]
+    df_q = validate_bars(load_bars(p, policy="report"), policy="report")
+    assert "row" in df_q.issue("nan").examples.columns                    # a DataFrame has rows, not lines
+
+
+def test_real_es_labor_day_is_a_holiday_session_not_a_gap(shared_data):
+    q = load_bars(shared_data / "es_1min_2025-09_11.csv.gz", tz="America/New_York", ts_offset="5h").attrs["quality"]
+    s = q.sessions.loc["2025-09-01"]
+    assert (s["kind"], s["name"], s["close"]) == ("holiday session", "Labor Day", pd.Timestamp("2025-09-01 12:00", tz=CT))
+    assert s["missing"] == 0 and s["holes"] == 0
+    assert q.gaps["session"].dt.strftime("%Y-%m-%d").tolist() == ["2025-11-11", "2025-11-12"]   # the two missing hours
+    by = q.stamp["outside_by"].set_index("session")
+    assert by.loc["2025-09-01", "bars"] == 240     # the file has bars 12:00-16:00 Chicago, after the holiday close
+    assert q.stamp["detected"] == "start" and q.counts["bad_tick"] == 0
+    assert q.special_days()["name"].tolist() == ["Labor Day"]

@@ -38,6 +38,31 @@ def test_data_quality_on_the_real_es_file(tmp_path, shared_data):
                                     "tz": "America/New_York", "ts_offset": "5h"}, output_dir=tmp_path)
     html = p.html.read_text()
     assert "75,791 one-minute bars" in html
+    # the numbers on the page are the library's own results on the same file
+    from scalp_lib.data import load_bars
+    q = load_bars(shared_data / "es_1min_2025-09_11.csv.gz", tz="America/New_York", ts_offset="5h").attrs["quality"]
+    text = re.sub(r"<[^>]+>", "", html)
+    n_holes = int((q.sessions["status"] == "holes").sum())
+    assert f"{len(q.sessions)} sessions expected in the period" in text and f"{n_holes} with holes" in text and n_holes == 2
+    assert "2025-09-01 Labor Day (holiday session, closes 12:00)" in text
+    for _, g in q.gaps.iterrows():                 # every hole listed with its file lines
+        assert re.search(rf"{g['session']:%Y-%m-%d}\s+{g['first missing']}\s+{g['last missing']}\s+{g['minutes']}\s+100.0\s+hole\s+"
+                         rf"{g['line before']}\s+{g['line after']}", text), g.tolist()
+    outside = q.stamp["outside_by"].set_index("session")
+    assert re.search(rf"2025-09-01\s+after the holiday session close 12:00 \(Labor Day\)\s+{outside.loc['2025-09-01', 'bars']}", text)
+    assert f"detected from the data: the start ({q.stamp['bar_at_open']} of 55 sessions" in text
+    assert "Bad ticks" in text and q.counts["bad_tick"] == 0 and re.search(r"Bad ticks.*?None found\.", text, re.S)
+    assert "<tbody>\n  </tbody>" not in html and "<tbody></tbody>" not in html      # no empty table
+    assert "…" not in text                                                           # nothing cut
+
+
+def test_data_quality_demo_report_shows_holiday_and_none_found(tmp_path):
+    p = run_report("data_quality", {"demo_days": 12}, output_dir=tmp_path)       # 2-17 Jan 2024: MLK day 15 Jan
+    text = re.sub(r"<[^>]+>", "", p.html.read_text())
+    assert re.search(r"2024-01-15\s+holiday session, closes 12:00\s+Dr. Martin Luther King Jr. Day\s+1140\s+1140\s+0\s+0\s+as expected", text)
+    assert re.search(r"Holes: missing data.*?None found\.", text, re.S)
+    assert re.search(r"Bars while the exchange was closed.*?None found\.", text, re.S)
+    assert "The histogram shows the central 99.9 %; the count beyond it is printed on the plot" in " ".join(text.split())
 
 
 def test_data_quality_on_the_real_es_trades(tmp_path, shared_data):
