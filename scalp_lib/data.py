@@ -18,7 +18,8 @@ from .vendors import (VendorFormatError, AmbiguousLayoutError, is_dbn, iter_dbn,
 # %% auto #0
 __all__ = ['OHLCV', 'ERROR_CHECKS', 'WARNING_CHECKS', 'POLICIES', 'DataValidationError', 'session_dates', 'minutes_since_open',
            'demo_bars', 'QualityIssue', 'DataQualityReport', 'validate_bars', 'DataRepairedError', 'repair_text',
-           'load_bars', 'iter_raw_chunks', 'validate_file', 'load_ticks', 'ticks_to_bars']
+           'check_repairs', 'load_bars', 'iter_raw_chunks', 'validate_file', 'file_repairs', 'load_ticks',
+           'ticks_to_bars']
 
 # %% ../nbs/01_data.ipynb #bc17e204
 class DataValidationError(ScalpLibError, ValueError):
@@ -434,7 +435,7 @@ def _to_ns(idx:pd.DatetimeIndex)->pd.DatetimeIndex:
         if idx.tz is not None: lo, hi = lo.tz_localize('UTC'), hi.tz_localize('UTC')
         return idx.where((idx >= lo) & (idx <= hi)).as_unit('ns')
 
-# %% ../nbs/01_data.ipynb #960d092b
+# %% ../nbs/01_data.ipynb #20b8b369
 def _clock_text(col:pd.Series)->pd.Series:
     "Times as text; all-digit times (930, 0930, 93000) become HH:MM or HH:MM:SS."
     if pd.api.types.is_float_dtype(col): col = col.astype('Int64')
@@ -462,7 +463,7 @@ def _stamp_series(raw:pd.DataFrame, cols:dict)->pd.Series:
         stamps = raw[name]
     return stamps.reset_index(drop=True)
 
-# %% ../nbs/01_data.ipynb #432396c7
+# %% ../nbs/01_data.ipynb #aa0b34c9
 def _guess_format(first:str, dayfirst:bool)->str|None:
     import warnings
     from pandas.tseries.api import guess_datetime_format
@@ -492,7 +493,7 @@ def _parse_text_stamps(text:pd.Series, # stamps as stripped text
         idx[retry] = alt.to_numpy()
     return idx
 
-# %% ../nbs/01_data.ipynb #7048cd81
+# %% ../nbs/01_data.ipynb #8f2a6424
 def _parse_timestamps(raw:pd.DataFrame, cols:dict, spec:InstrumentSpec, tz, ts_offset, notes:list,
                       date_order:str|None=None, # 'MDY' | 'DMY' for two-number dates; default raw.attrs or decided from the data
                       where:str='time stamps')->pd.DatetimeIndex:
@@ -606,16 +607,27 @@ def repair_text(n_rows_in:int, # rows read
     if fixed: out.append(f"{sum(fixed.values()):,} row{'s' if sum(fixed.values()) != 1 else ''} fixed ({part(fixed)})")
     return '; '.join(out) or 'nothing repaired'
 
-def _after_repair(report:DataQualityReport, source, fail_on_repair:bool):
-    "Refuse (fail_on_repair) or announce on stderr (file sources) a repair that changed anything."
-    if report.policy != 'repair' or not (report.dropped or report.fixed): return
-    what = repair_text(report.n_rows_in, report.dropped, report.fixed)
+def check_repairs(name:str, # the file (or source) named in the message
+                  n_rows_in:int, dropped:dict, fixed:dict, # rows read; what the repair dropped and fixed
+                  *, fail_on_repair:bool=False, # raise DataRepairedError instead of announcing
+                  announce:bool=True, # print the one-line summary on stderr
+                  report:DataQualityReport|None=None, # attached to the error
+                 ):
+    "Refuse (`fail_on_repair`) or announce on stderr a repair that dropped, rounded or sorted anything."
+    if not (dropped or fixed): return
+    what = repair_text(n_rows_in, dropped, fixed)
     if fail_on_repair:
-        raise DataRepairedError(f"{report.source}: the data need repair and fail_on_repair is set: {what}. Fix the file, or "
-                                "load it without fail_on_repair to accept the repair (counted in attrs['quality'])", report)
-    if isinstance(source, (str, Path)): print(f"scalp_lib: repaired {report.source}: {what}", file=sys.stderr)
+        raise DataRepairedError(f"{name}: the data need repair and fail_on_repair is set: {what}. Fix the file, or "
+                                "run without fail_on_repair to accept the repair (it is counted in the quality report)", report)
+    if announce: print(f"scalp_lib: repaired {name}: {what}", file=sys.stderr)
 
-# %% ../nbs/01_data.ipynb #b1287d3b
+def _after_repair(report:DataQualityReport, source, fail_on_repair:bool):
+    "Repairs of one load: refused, or announced when the source was a file (chunked readers pass frames: they report once)."
+    if report.policy != 'repair': return
+    check_repairs(report.source, report.n_rows_in, report.dropped, report.fixed, fail_on_repair=fail_on_repair,
+                  announce=isinstance(source, (str, Path)), report=report)
+
+# %% ../nbs/01_data.ipynb #2a0b65a5
 def load_bars(source, # path to CSV (any layout) / Parquet / DBN, or a DataFrame
               *, tz:str|None=None, # time zone of naive stamps in the source (default: the exchange's)
               ts_offset:str|pd.Timedelta|None=None, # fixed shift: source stamps are `tz` wall-clock + ts_offset
@@ -759,6 +771,22 @@ def validate_file(source, # path to a CSV / CSV.gz / Parquet bar file
                            pd.concat(examples[k]).head(max_examples) if examples[k] else None)
               for k in ERROR_CHECKS + WARNING_CHECKS]
     return DataQualityReport(str(path), 'report', n, n, issues, notes)
+
+# %% ../nbs/01_data.ipynb #e3f6ca31
+def file_repairs(path:str|Path, # bar file (any layout the loader reads)
+                 *, tz:str|None=None, ts_offset=None, instrument:str|InstrumentSpec|None=None,
+                 chunk_rows:int=1_000_000, # rows per chunk, as the chunked reader that follows will use
+                 date_order:str|None=None,
+                )->tuple[int, dict, dict]: # rows read, rows dropped per check, rows fixed per check
+    "What policy 'repair' drops and fixes in a file read chunk by chunk (as the chunked readers read it)."
+    spec = get_instrument(instrument or load_settings().get('data', 'default_instrument', 'ES'))
+    n, dropped, fixed = 0, {}, {}
+    for raw in iter_raw_chunks(path, chunk_rows, date_order=date_order):
+        q = load_bars(raw, tz=tz, ts_offset=ts_offset, instrument=spec, policy='repair').attrs['quality']
+        n += q.n_rows_in
+        for d, src in ((dropped, q.dropped), (fixed, q.fixed)):
+            for k, v in src.items(): d[k] = d.get(k, 0) + v
+    return n, dropped, fixed
 
 # %% ../nbs/01_data.ipynb #19b4a17a
 _TICK_ALIASES = {'price': ('price', 'last', 'trade_price', 'px', 'close'), 'volume': ('volume', 'size', 'qty', 'quantity', 'vol', 'v')}
