@@ -435,12 +435,13 @@ def _to_ns(idx:pd.DatetimeIndex)->pd.DatetimeIndex:
         if idx.tz is not None: lo, hi = lo.tz_localize('UTC'), hi.tz_localize('UTC')
         return idx.where((idx >= lo) & (idx <= hi)).as_unit('ns')
 
-# %% ../nbs/01_data.ipynb #20b8b369
+# %% ../nbs/01_data.ipynb #81d15ec4
 def _clock_text(col:pd.Series)->pd.Series:
     "Times as text; all-digit times (930, 0930, 93000) become HH:MM or HH:MM:SS."
+    numeric = pd.api.types.is_numeric_dtype(col)   # 5 is 00:05; as text only 3-6 digits are read as a clock
     if pd.api.types.is_float_dtype(col): col = col.astype('Int64')
     t = col.astype('string').str.strip()
-    digits = t.str.fullmatch(r'\d{3,6}').fillna(False)
+    digits = t.str.fullmatch(r'\d{1,6}' if numeric else r'\d{3,6}').fillna(False)
     if len(t) and digits.all():
         width = 4 if t.str.len().max() <= 4 else 6
         z = t.str.zfill(width)
@@ -463,7 +464,7 @@ def _stamp_series(raw:pd.DataFrame, cols:dict)->pd.Series:
         stamps = raw[name]
     return stamps.reset_index(drop=True)
 
-# %% ../nbs/01_data.ipynb #aa0b34c9
+# %% ../nbs/01_data.ipynb #a17c1826
 def _guess_format(first:str, dayfirst:bool)->str|None:
     import warnings
     from pandas.tseries.api import guess_datetime_format
@@ -493,7 +494,7 @@ def _parse_text_stamps(text:pd.Series, # stamps as stripped text
         idx[retry] = alt.to_numpy()
     return idx
 
-# %% ../nbs/01_data.ipynb #8f2a6424
+# %% ../nbs/01_data.ipynb #50296ed5
 def _parse_timestamps(raw:pd.DataFrame, cols:dict, spec:InstrumentSpec, tz, ts_offset, notes:list,
                       date_order:str|None=None, # 'MDY' | 'DMY' for two-number dates; default raw.attrs or decided from the data
                       where:str='time stamps')->pd.DatetimeIndex:
@@ -627,7 +628,7 @@ def _after_repair(report:DataQualityReport, source, fail_on_repair:bool):
     check_repairs(report.source, report.n_rows_in, report.dropped, report.fixed, fail_on_repair=fail_on_repair,
                   announce=isinstance(source, (str, Path)), report=report)
 
-# %% ../nbs/01_data.ipynb #2a0b65a5
+# %% ../nbs/01_data.ipynb #9a1d78b4
 def load_bars(source, # path to CSV (any layout) / Parquet / DBN, or a DataFrame
               *, tz:str|None=None, # time zone of naive stamps in the source (default: the exchange's)
               ts_offset:str|pd.Timedelta|None=None, # fixed shift: source stamps are `tz` wall-clock + ts_offset
@@ -772,7 +773,7 @@ def validate_file(source, # path to a CSV / CSV.gz / Parquet bar file
               for k in ERROR_CHECKS + WARNING_CHECKS]
     return DataQualityReport(str(path), 'report', n, n, issues, notes)
 
-# %% ../nbs/01_data.ipynb #e3f6ca31
+# %% ../nbs/01_data.ipynb #9c8122e3
 def file_repairs(path:str|Path, # bar file (any layout the loader reads)
                  *, tz:str|None=None, ts_offset=None, instrument:str|InstrumentSpec|None=None,
                  chunk_rows:int=1_000_000, # rows per chunk, as the chunked reader that follows will use
