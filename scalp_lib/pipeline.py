@@ -35,6 +35,7 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .config import ScalpLibError, InstrumentSpec, get_instrument, load_settings, section_defaults
 from .data import OHLCV, DataValidationError, load_bars, validate_file, iter_raw_chunks, check_repairs, file_repairs, DataRepairedError
+from .vendors import is_dbn, iter_dbn, dbn_frame, read_delimited, sniff_layout
 from .features import generate_features_chunked
 from .labels import LabelSpec, make_labels
 from .preprocess import RobustFeatureScaler
@@ -748,7 +749,8 @@ def _file_symbols(path:Path)->list:
         if col is None: return []
         pf = pq.ParquetFile(path)
         return sorted({str(v) for v in pf.read_row_group(0, columns=[col]).column(col).to_pylist() if v is not None})
-    head = pd.read_csv(path, nrows=1000)
+    if is_dbn(path): return dbn_frame(next(iter_dbn(path, 1000)), where=str(path)).attrs['contracts']
+    head = next(iter(read_delimited(path, sniff_layout(path), chunksize=1000)), pd.DataFrame())   # any layout the loader reads
     col = next((c for c in head.columns if str(c).lower() in ('instrument', 'symbol', 'root')), None)
     return [] if col is None else sorted({str(v) for v in head[col].dropna()})
 
