@@ -13,6 +13,7 @@ import pandas as pd
 from .config import ScalpLibError, InstrumentSpec, get_instrument, section_defaults
 from .data import OHLCV, load_bars, session_dates, demo_bars
 from .exchange_calendar import business_day_offset, is_business_day
+from .vendors import is_dbn, read_dbn
 
 # %% auto #0
 __all__ = ['MONTH_CODES', 'MONTH_LETTERS', 'EQUITY_INDEX_ROOTS', 'CRUDE_ROOTS', 'LISTED_MONTHS', 'ROLL_RULES', 'ADJUSTMENTS',
@@ -139,6 +140,7 @@ _CONTRACT_COLUMNS = ('contract', 'symbol', 'ticker', 'contract_code', 'local_sym
 
 def _read_table(path:Path)->pd.DataFrame:
     if not path.exists(): raise FileNotFoundError(f"contract file not found: {path}")
+    if is_dbn(path): return read_dbn(path)   # Databento: a file of several contracts has a 'contract' column
     if path.suffix.lower() in ('.parquet', '.pq'): return pd.read_parquet(path)
     return pd.read_csv(path, low_memory=False, keep_default_na=False, na_values=[''])
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import numpy as np
 import pandas as pd
+import sys
 from dataclasses import dataclass, field
 from datetime import time as dt_time
 from pathlib import Path
@@ -13,11 +14,14 @@ from scipy.signal import lfilter
 from fastcore.basics import patch
 from .config import ScalpLibError, get_instrument, InstrumentSpec, load_settings
 from .exchange_calendar import CalendarError
+from .vendors import (VendorFormatError, AmbiguousLayoutError, is_dbn, iter_dbn, dbn_frame, read_dbn, sniff_layout,
+                               read_delimited, is_slash_date, decide_date_order)
 
 # %% auto #0
 __all__ = ['OHLCV', 'ERROR_CHECKS', 'WARNING_CHECKS', 'POLICIES', 'DataValidationError', 'session_dates', 'minutes_since_open',
            'demo_bars', 'QualityIssue', 'DataQualityReport', 'QualitySettings', 'quality_settings', 'validate_bars',
-           'load_bars', 'iter_raw_chunks', 'validate_file', 'load_ticks', 'ticks_to_bars']
+           'DataRepairedError', 'repair_text', 'check_repairs', 'load_bars', 'iter_raw_chunks', 'validate_file',
+           'file_repairs', 'load_ticks', 'ticks_to_bars']
 
 # %% ../nbs/01_data.ipynb #bc17e204
 class DataValidationError(ScalpLibError, ValueError):
@@ -177,6 +181,8 @@ class DataQualityReport:
     gaps: pd.DataFrame|None = field(default=None, repr=False)      # every run of missing minutes, hole or quiet
     holidays: pd.DataFrame|None = field(default=None, repr=False)  # full exchange holidays in the data's period
     stamp: dict = field(default_factory=dict)                      # bar-stamp convention: assumed, detected, evidence
+    dropped: dict = field(default_factory=dict)  # rows the repair dropped, each under the first check that hit it
+    fixed: dict = field(default_factory=dict)    # rows the repair kept but changed ('off_tick' rounded) or moved ('out_of_order' sorted)
 
     def _by(self, severity): return [i for i in self.issues if i.severity == severity and i.count > 0]
     @property
@@ -211,24 +217,23 @@ class DataQualityReport:
 _THOUSANDS = r'^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$'
 
 def _coerce_numeric(col:pd.Series)->tuple[pd.Series, np.ndarray, np.ndarray]:
-    "Float column, mask of non-numeric cells, mask of cells that were thousands-separated numbers."
+    "Float column, mask of non-numeric cells (NaN in the column), mask of thousands-separated cells that were parsed."
+    none = np.zeros(len(col), bool)
     if pd.api.types.is_bool_dtype(col):
-        bad = np.ones(len(col), bool)
-        return pd.Series(np.nan, index=col.index), bad, np.zeros(len(col), bool)
+        return pd.Series(np.nan, index=col.index), np.ones(len(col), bool), none
     if pd.api.types.is_numeric_dtype(col):
-        return col.astype(np.float64), np.zeros(len(col), bool), np.zeros(len(col), bool)
+        return col.astype(np.float64), none, none
     missing = col.isna().to_numpy()
     text = col.astype('string').str.strip()
     num = pd.to_numeric(text, errors='coerce')
     bad = (num.isna().to_numpy() & ~missing & (text.fillna('') != '').to_numpy())
-    thousands = np.zeros(len(col), bool)
-    if bad.any():
-        sep = text.str.match(_THOUSANDS).fillna(False).to_numpy(bool) & bad
-        if sep.any():
-            num = num.copy()
-            num[sep] = pd.to_numeric(text[sep].str.replace(',', '', regex=False), errors='coerce').to_numpy()
-            thousands = sep
-    return num.astype(np.float64), bad, thousands
+    if not bad.any(): return num.astype(np.float64), bad, none
+    sep = text.str.match(_THOUSANDS).fillna(False).to_numpy(bool) & bad
+    # parsed only when the whole column writes thousands that way: no plain number of 1,000 or more beside them
+    if not sep.any() or (np.abs(num.to_numpy(np.float64, na_value=np.nan)) >= 1000).any(): return num.astype(np.float64), bad, none
+    num = num.astype(np.float64).copy()
+    num[sep] = pd.to_numeric(text[sep].str.replace(',', '', regex=False), errors='coerce').to_numpy(np.float64)
+    return num, bad & ~sep, sep
 
 # %% ../nbs/01_data.ipynb #1f31f051
 @dataclass
@@ -526,12 +531,13 @@ _DETAIL = {'bad_timestamp': 'time stamp could not be parsed', 'non_numeric': 'te
            'identical_run': 'bars inside runs of identical consecutive bars',
            'bad_tick': 'prices on the tick grid far outside the range of the bars on both sides'}
 
-def _line_base(source)->int:
-    "2 when rows come from a CSV file (row 0 is on line 2, under the header), else 0 (row positions)."
-    if isinstance(source, (str, Path)):
-        suf = [x.lower() for x in Path(source).suffixes]
-        return 0 if suf and suf[-1] in ('.parquet', '.pq') else 2
-    return 0
+def _line_base(source, kind:str='bars')->int:
+    "File line of row 0 for a delimited file (2 under a header row, 1 without one), else 0 (rows are positions)."
+    if not isinstance(source, (str, Path)): return 0
+    path = Path(source).expanduser()
+    if _is_parquet(path) or is_dbn(path): return 0
+    try: return 2 if sniff_layout(path, kind).header else 1
+    except ScalpLibError: return 0
 
 def _examples(frame, mask, row_numbers, k, label='row'):
     "Up to `k` rows where `mask` is True, with the file line (label 'line') or row position they came from."
@@ -539,6 +545,16 @@ def _examples(frame, mask, row_numbers, k, label='row'):
     ex = frame.iloc[idx].copy()
     ex.insert(0, label, np.asarray(row_numbers)[idx])
     return ex
+
+def _drop_rows(masks:dict, report:DataQualityReport)->np.ndarray:
+    "Rows the repair drops; `report.dropped` gets each under the first check (in ERROR_CHECKS order) that hit it."
+    drop = np.zeros(len(next(iter(masks.values()))), bool)
+    for chk in ERROR_CHECKS:
+        if _ACTIONS.get(chk) != 'dropped': continue
+        new = masks[chk] & ~drop
+        if new.any(): report.dropped[chk] = int(new.sum())
+        drop |= masks[chk]
+    return drop
 
 # %% ../nbs/01_data.ipynb #8f5b11ce
 def _session_issues(res:dict|None, max_examples:int, label:str)->list:
@@ -595,9 +611,11 @@ def _validate(frame:pd.DataFrame, # OHLCV columns (any dtype), DatetimeIndex pos
     numeric = {}
     nn = np.zeros(n, bool) if non_numeric is None else non_numeric.copy()
     th = np.zeros(n, bool) if thousands is None else thousands.copy()
+    notes = list(notes)
     for k in OHLCV:
         col, bad, sep = _coerce_numeric(frame[k])
         numeric[k] = col.to_numpy(); nn |= bad; th |= sep
+        if sep.any(): notes.append(f"column {k}: numbers written with thousands separators ('5,001.25'), {int(sep.sum()):,} parsed")
     num = pd.DataFrame(numeric, index=frame.index)
     masks = _row_checks(num, spec, _CarryState())
     masks['non_numeric'] = nn
@@ -608,22 +626,18 @@ def _validate(frame:pd.DataFrame, # OHLCV columns (any dtype), DatetimeIndex pos
         cnt = int(masks[chk].sum())
         action = 'none' if policy != 'repair' else _ACTIONS[chk]
         detail = _DETAIL[chk]
-        if chk == 'non_numeric' and policy == 'repair' and th.any():
-            action = f'{int(th.sum())} thousands-separated parsed, {int((nn & ~th).sum())} dropped'
         issues.append(QualityIssue(chk, 'error', cnt, action if cnt else 'none', detail,
                                    _examples(frame, masks[chk], rows, max_examples, label) if cnt else None))
-    report = DataQualityReport(source, policy, n, n, issues, list(notes))
-    if line_base: report.notes.append("example rows are given as file line numbers (line 1 is the header; assumes one line per row)")
+    report = DataQualityReport(source, policy, n, n, issues, notes)
+    if line_base: report.notes.append(f"example rows are given as file line numbers ({'line 1 is the header; ' if line_base == 2 else ''}assumes one line per row)")
     if policy == 'strict' and not report.ok:
         raise DataValidationError(f"bar data failed validation (policy='strict'): {report.summary()}", report)
     src = np.arange(n)
     if policy == 'repair':
-        drop = np.zeros(n, bool)
-        for chk, act in _ACTIONS.items():
-            if act == 'dropped': drop |= masks[chk]
-        drop &= ~(masks['non_numeric'] & th & ~(masks['nan'] | masks['inf'] | masks['bad_timestamp']))
-        # rows whose only text was a thousands separator are kept (they were parsed)
+        drop = _drop_rows(masks, report)
         keep = ~drop
+        report.fixed = {k: int(v) for k, v in (('off_tick', (masks['off_tick'] & keep).sum()),
+                                               ('out_of_order', (masks['out_of_order'] & keep).sum())) if v}
         out, src = num[keep], src[keep]
         if masks['off_tick'][keep].any():
             prices = out[['open','high','low','close']].to_numpy()
@@ -736,7 +750,8 @@ _ALIASES = {'open': ('open', 'o', 'first', 'open_price', 'opening_price'),
             'low': ('low', 'l', 'min', 'low_price'),
             'close': ('close', 'c', 'last', 'close_price', 'settle', 'closing_price'),
             'volume': ('volume', 'vol', 'v', 'qty', 'quantity', 'size', 'total_volume')}
-_TS_NAMES = ('timestamp', 'datetime', 'date_time', 'time_stamp', 'ts', 'dt', 'time', 'date', 'bar_time', 'gmt time')
+_TS_NAMES = ('timestamp', 'datetime', 'date_time', 'time_stamp', 'ts_event', 'ts', 'dt', 'time', 'date', 'bar_time',
+             'gmt_time', 'local_time')
 
 def _norm(name)->str: return str(name).strip().lower().replace(' ', '_').replace('<', '').replace('>', '')
 
@@ -762,21 +777,72 @@ def _to_ns(idx:pd.DatetimeIndex)->pd.DatetimeIndex:
         if idx.tz is not None: lo, hi = lo.tz_localize('UTC'), hi.tz_localize('UTC')
         return idx.where((idx >= lo) & (idx <= hi)).as_unit('ns')
 
-def _parse_timestamps(raw:pd.DataFrame, cols:dict, spec:InstrumentSpec, tz, ts_offset, notes:list)->pd.DatetimeIndex:
-    "A tz-aware DatetimeIndex in the exchange's time zone, NaT where a stamp cannot be parsed; source order kept."
+# %% ../nbs/01_data.ipynb #81d15ec4
+def _clock_text(col:pd.Series)->pd.Series:
+    "Times as text; all-digit times (930, 0930, 93000) become HH:MM or HH:MM:SS."
+    numeric = pd.api.types.is_numeric_dtype(col)   # 5 is 00:05; as text only 3-6 digits are read as a clock
+    if pd.api.types.is_float_dtype(col): col = col.astype('Int64')
+    t = col.astype('string').str.strip()
+    digits = t.str.fullmatch(r'\d{1,6}' if numeric else r'\d{3,6}').fillna(False)
+    if len(t) and digits.all():
+        width = 4 if t.str.len().max() <= 4 else 6
+        z = t.str.zfill(width)
+        t = z.str.slice(0, 2) + ':' + z.str.slice(2, 4) + ((':' + z.str.slice(4, 6)) if width == 6 else '')
+    return t
+
+def _stamp_series(raw:pd.DataFrame, cols:dict)->pd.Series:
+    "The time stamps of `raw` in source order: the index, one stamp column, or date + time joined as text."
     if isinstance(raw.index, pd.DatetimeIndex) and _find_column(cols, _TS_NAMES) is None:
-        stamps = pd.Series(raw.index, index=np.arange(len(raw)))
+        return pd.Series(raw.index, index=np.arange(len(raw)))
+    dcol, tcol = cols.get('date'), cols.get('time')
+    if dcol is not None and tcol is not None and not any(n in cols for n in ('timestamp', 'datetime', 'ts_event')):
+        d = raw[dcol].astype('Int64') if pd.api.types.is_float_dtype(raw[dcol]) else raw[dcol]
+        stamps = d.astype('string').str.strip() + ' ' + _clock_text(raw[tcol])
     else:
-        dcol, tcol = cols.get('date'), cols.get('time')
-        if dcol is not None and tcol is not None and 'timestamp' not in cols and 'datetime' not in cols:
-            stamps = raw[dcol].astype('string') + ' ' + raw[tcol].astype('string')
-        else:
-            name = _find_column(cols, _TS_NAMES)
-            if name is None:
-                raise DataValidationError(f"no time stamp column found; expected one of {list(_TS_NAMES)} "
-                                          f"(or date + time, or a DatetimeIndex); columns present: {list(raw.columns)}")
-            stamps = raw[name]
-        stamps = stamps.reset_index(drop=True)
+        name = _find_column(cols, _TS_NAMES)
+        if name is None:
+            raise DataValidationError(f"no time stamp column found; expected one of {list(_TS_NAMES)} "
+                                      f"(or date + time, or a DatetimeIndex); columns present: {list(raw.columns)}")
+        stamps = raw[name]
+    return stamps.reset_index(drop=True)
+
+# %% ../nbs/01_data.ipynb #a17c1826
+def _guess_format(first:str, dayfirst:bool)->str|None:
+    import warnings
+    from pandas.tseries.api import guess_datetime_format
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return guess_datetime_format(first, dayfirst=dayfirst)
+
+def _parse_text_stamps(text:pd.Series, # stamps as stripped text
+                       utc:bool, date_order:str|None, notes:list, where:str)->pd.Series:
+    "Datetimes from text: the first stamp's format for all (fast), stamps that do not fit it parsed one by one."
+    valid = text.dropna()
+    valid = valid[valid != '']
+    if not len(valid): return pd.to_datetime(text, errors='coerce', utc=utc, format='mixed')
+    first, dayfirst = valid.iloc[0], False
+    if is_slash_date(first):
+        order = decide_date_order(pd.unique(valid.str.slice(0, 10)), date_order, where)
+        dayfirst = order == 'DMY'
+        notes.append(f"dates read {'day' if dayfirst else 'month'}-first ({order}), "
+                     f"{'as date_order says' if date_order else 'decided from the data'}")
+    fmt = _guess_format(first, dayfirst)
+    if fmt is None: return pd.to_datetime(text, errors='coerce', utc=utc, format='mixed', dayfirst=dayfirst)
+    idx = pd.to_datetime(text, errors='coerce', utc=utc, format=fmt)
+    retry = (idx.isna() & text.notna() & (text != '')).to_numpy()
+    if retry.any():
+        alt = pd.to_datetime(text[retry], errors='coerce', utc=utc, format='mixed', dayfirst=dayfirst)
+        idx = idx.astype(alt.dtype) if idx.dtype != alt.dtype and alt.notna().any() else idx
+        idx[retry] = alt.to_numpy()
+    return idx
+
+# %% ../nbs/01_data.ipynb #50296ed5
+def _parse_timestamps(raw:pd.DataFrame, cols:dict, spec:InstrumentSpec, tz, ts_offset, notes:list,
+                      date_order:str|None=None, # 'MDY' | 'DMY' for two-number dates; default raw.attrs or decided from the data
+                      where:str='time stamps')->pd.DatetimeIndex:
+    "A tz-aware DatetimeIndex in the exchange's time zone, NaT where a stamp cannot be parsed; source order kept."
+    stamps = _stamp_series(raw, cols)
+    date_order = date_order or raw.attrs.get('date_order')
     if pd.api.types.is_numeric_dtype(stamps) and not pd.api.types.is_bool_dtype(stamps):
         unit = _epoch_unit(stamps.to_numpy(np.float64))
         notes.append(f"numeric time stamps read as epoch {unit} (UTC)")
@@ -788,11 +854,8 @@ def _parse_timestamps(raw:pd.DataFrame, cols:dict, spec:InstrumentSpec, tz, ts_o
     else:
         text = stamps.astype('string').str.strip()
         has_offset = text.str.contains(r'(?:[+-]\d\d:?\d\d|Z)$', regex=True).fillna(False)
-        if has_offset.any():
-            idx = pd.to_datetime(text, utc=True, errors='coerce', format='mixed')
-            notes.append("time stamps carry UTC offsets; converted")
-        else:
-            idx = pd.to_datetime(text, errors='coerce', format='mixed')
+        if has_offset.any(): notes.append("time stamps carry UTC offsets; converted")
+        idx = _parse_text_stamps(text, bool(has_offset.any()), date_order, notes, where)
     idx = _to_ns(pd.DatetimeIndex(idx))
     if ts_offset is not None:
         off = pd.Timedelta(ts_offset)
@@ -810,54 +873,123 @@ def _parse_timestamps(raw:pd.DataFrame, cols:dict, spec:InstrumentSpec, tz, ts_o
     return idx.tz_convert(spec.tz).as_unit('ns')
 
 # %% ../nbs/01_data.ipynb #0f4ced00
-def _read_source(source)->tuple[pd.DataFrame, str]:
-    "Raw frame and a printable name for a path (CSV, CSV.gz, Parquet) or a DataFrame."
+def _is_parquet(path:Path)->bool: return bool(path.suffixes) and path.suffixes[-1].lower() in ('.parquet', '.pq')
+
+def _several_contracts(name:str, found:list)->VendorFormatError:
+    return VendorFormatError(f"{name} holds {len(found)} contracts ({', '.join(found[:8])}{' ...' if len(found) > 8 else ''}); "
+                             "bars of one series are needed here: load them per contract with "
+                             "scalp_lib.contracts.load_contracts(path), or pick one with scalp_lib.vendors.read_dbn(path, symbols=[...])")
+
+def _read_source(source, # path (CSV in any layout, Parquet, DBN) or a DataFrame
+                 kind:str='bars', # 'bars' or 'ticks': which headerless layouts and DBN schemas fit
+                )->tuple[pd.DataFrame, str]:
+    "Raw frame and a printable name for a path or a DataFrame; attrs['layout'] says how the file was read."
     if isinstance(source, pd.DataFrame): return source, str(source.attrs.get('source', 'DataFrame'))
     if not isinstance(source, (str, Path)):
         raise DataValidationError(f"source must be a file path or a DataFrame, got {type(source).__name__}")
     path = Path(source).expanduser()
     if not path.exists(): raise FileNotFoundError(f"bar file not found: {path}")
-    if path.is_dir(): raise DataValidationError(f"{path} is a directory; give a CSV or Parquet file")
-    suffixes = [s.lower() for s in path.suffixes]
+    if path.is_dir(): raise DataValidationError(f"{path} is a directory; give a CSV, Parquet or DBN file")
+    if path.stat().st_size == 0: raise DataValidationError(f"{path}: the file is empty")
+    if is_dbn(path):
+        raw = read_dbn(path)
+        schema = raw.attrs['dbn'].get('schema', '')
+        if (kind == 'bars') != schema.startswith('ohlcv'):
+            raise VendorFormatError(f"{path} is a DBN {schema} file; read {'trades with load_ticks' if kind == 'bars' else 'bars with load_bars'}")
+        if len(raw.attrs['contracts']) > 1: raise _several_contracts(str(path), raw.attrs['contracts'])
+        raw.attrs['source'] = str(path)
+        return raw, str(path)
     try:
-        if suffixes and suffixes[-1] in ('.parquet', '.pq'): raw = pd.read_parquet(path)
-        else: raw = pd.read_csv(path, low_memory=False, keep_default_na=False, na_values=[''])  # 'N/A' stays text: counted
+        if _is_parquet(path): raw = pd.read_parquet(path)
+        else: raw = read_delimited(path, sniff_layout(path, kind))
     except (pd.errors.EmptyDataError,) as e:
         raise DataValidationError(f"{path}: the file is empty") from e
     except (UnicodeDecodeError, pd.errors.ParserError, OSError, ValueError) as e:
-        raise DataValidationError(f"{path}: cannot be read as {'Parquet' if suffixes and suffixes[-1] in ('.parquet','.pq') else 'CSV'}: {e}") from e
+        if isinstance(e, ScalpLibError): raise
+        raise DataValidationError(f"{path}: cannot be read as {'Parquet' if _is_parquet(path) else 'CSV'}: {e}") from e
+    raw.attrs['source'] = str(path)
     return raw, str(path)
 
-def _standard_frame(raw:pd.DataFrame, spec:InstrumentSpec, tz, ts_offset, notes:list)->pd.DataFrame:
+def _standard_frame(raw:pd.DataFrame, spec:InstrumentSpec, tz, ts_offset, notes:list, date_order:str|None=None)->pd.DataFrame:
     "OHLCV columns (raw dtypes) on a DatetimeIndex in source order."
     cols = {}
     for c in raw.columns: cols.setdefault(_norm(c), c)
+    if raw.attrs.get('layout'): notes.append(raw.attrs['layout'])
     picked = {k: _find_column(cols, names) for k, names in _ALIASES.items()}
-    missing = [k for k, v in picked.items() if v is None]
+    columns = {k: raw[v].to_numpy() for k, v in picked.items() if v is not None}
+    if picked['volume'] is None and 'up' in cols and 'down' in cols:   # TradeStation: up-tick + down-tick volume
+        up, _, _ = _coerce_numeric(raw[cols['up']]); down, _, _ = _coerce_numeric(raw[cols['down']])
+        columns['volume'] = (up + down).to_numpy()
+        notes.append("volume = Up + Down (TradeStation layout: up-tick plus down-tick volume)")
+    missing = [k for k in OHLCV if k not in columns]
     if missing:
         raise DataValidationError(f"no {'/'.join(missing)} column found (looked for {', '.join(_ALIASES[missing[0]])} in any case); "
                                   f"columns present: {list(raw.columns)}")
-    idx = _parse_timestamps(raw, cols, spec, tz, ts_offset, notes)
-    frame = pd.DataFrame({k: raw[picked[k]].to_numpy() for k in OHLCV}, index=idx)
+    idx = _parse_timestamps(raw, cols, spec, tz, ts_offset, notes, date_order, where=str(raw.attrs.get('source', 'time stamps')))
+    frame = pd.DataFrame({k: columns[k] for k in OHLCV}, index=idx)
     frame.index.name = 'timestamp'
     return frame
 
 # %% ../nbs/01_data.ipynb #fc1c760b
-def load_bars(source, # path to CSV / CSV.gz / Parquet, or a DataFrame
+class DataRepairedError(DataValidationError):
+    "The data needed repair and `fail_on_repair` was set; `.report` says what the repair would have done."
+
+_REPAIR_WORDS = {'bad_timestamp': 'bad time stamp', 'non_numeric': 'non-numeric', 'nan': 'missing value', 'inf': 'infinite value',
+                 'duplicate_timestamp': 'duplicate time stamp', 'ohlc_inconsistent': 'high<low or open/close outside high-low',
+                 'non_positive_price': 'price <= 0', 'negative_volume': 'negative volume',
+                 'off_tick': 'off the tick grid, rounded', 'out_of_order': 'out of order, sorted'}
+
+def repair_text(n_rows_in:int, # rows read
+                dropped:dict, # check -> rows dropped (each row once)
+                fixed:dict, # check -> rows changed or moved
+               )->str:
+    "What a repair did, in one line: '3 of 1,000 rows dropped (2 high<low ..., 1 non-numeric); 1 row fixed (...)'."
+    def part(d): return ', '.join(f"{v:,} {_REPAIR_WORDS.get(k, k)}" for k, v in d.items() if v)
+    out = []
+    if dropped: out.append(f"{sum(dropped.values()):,} of {n_rows_in:,} rows dropped ({part(dropped)})")
+    if fixed: out.append(f"{sum(fixed.values()):,} row{'s' if sum(fixed.values()) != 1 else ''} fixed ({part(fixed)})")
+    return '; '.join(out) or 'nothing repaired'
+
+def check_repairs(name:str, # the file (or source) named in the message
+                  n_rows_in:int, dropped:dict, fixed:dict, # rows read; what the repair dropped and fixed
+                  *, fail_on_repair:bool=False, # raise DataRepairedError instead of announcing
+                  announce:bool=True, # print the one-line summary on stderr
+                  report:DataQualityReport|None=None, # attached to the error
+                 ):
+    "Refuse (`fail_on_repair`) or announce on stderr a repair that dropped, rounded or sorted anything."
+    if not (dropped or fixed): return
+    what = repair_text(n_rows_in, dropped, fixed)
+    if fail_on_repair:
+        raise DataRepairedError(f"{name}: the data need repair and fail_on_repair is set: {what}. Fix the file, or "
+                                "run without fail_on_repair to accept the repair (it is counted in the quality report)", report)
+    if announce: print(f"scalp_lib: repaired {name}: {what}", file=sys.stderr)
+
+def _after_repair(report:DataQualityReport, source, fail_on_repair:bool):
+    "Repairs of one load: refused, or announced when the source was a file (chunked readers pass frames: they report once)."
+    if report.policy != 'repair': return
+    check_repairs(report.source, report.n_rows_in, report.dropped, report.fixed, fail_on_repair=fail_on_repair,
+                  announce=isinstance(source, (str, Path)), report=report)
+
+# %% ../nbs/01_data.ipynb #9a1d78b4
+def load_bars(source, # path to CSV (any layout) / Parquet / DBN, or a DataFrame
               *, tz:str|None=None, # time zone of naive stamps in the source (default: the exchange's)
               ts_offset:str|pd.Timedelta|None=None, # fixed shift: source stamps are `tz` wall-clock + ts_offset
-              instrument:str|InstrumentSpec|None=None, # default: settings [data] default_instrument
+              instrument:str|InstrumentSpec|None=None, # default: the DBN file's symbol, else settings [data] default_instrument
               policy:str='repair', # 'report' | 'repair' | 'strict'
               max_examples:int=5, # example rows kept per problem in the report
+              date_order:str|None=None, # 'MDY' or 'DMY' for dates like 01/02/2024 when the data cannot decide
+              fail_on_repair:bool=False, # raise DataRepairedError instead of dropping, rounding or sorting anything
              )->pd.DataFrame: # sorted, tz-aware OHLCV float64 bars with attrs['quality'] (DataQualityReport)
     "Read bars from a file or frame, validate them as read, and return the standard bar frame."
     if policy not in POLICIES: raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
-    spec = get_instrument(instrument or load_settings().get('data', 'default_instrument', 'ES'))
-    raw, name = _read_source(source)
+    raw, name = _read_source(source, 'bars')
+    spec = get_instrument(instrument or raw.attrs.get('instrument') or load_settings().get('data', 'default_instrument', 'ES'))
     if len(raw) == 0: raise DataValidationError(f"{name}: no rows")
     notes = []
-    frame = _standard_frame(raw, spec, tz, ts_offset, notes)
+    frame = _standard_frame(raw, spec, tz, ts_offset, notes, date_order)
+    if instrument is None and raw.attrs.get('instrument'): notes.append(f"instrument {spec.symbol} from the file's symbol {raw.attrs.get('contract', '')}")
     out, report = _validate(frame, spec, policy, name, max_examples=max_examples, notes=notes, line_base=_line_base(source))
+    _after_repair(report, source, fail_on_repair)
     if not len(out): raise DataValidationError(f"{name}: no valid rows left after validation; {report.summary()}", report)
     out = out.copy()
     report.repaired = None  # the frame itself is the repaired data; pandas deep-copies attrs on every slice
@@ -865,14 +997,29 @@ def load_bars(source, # path to CSV / CSV.gz / Parquet, or a DataFrame
     return out
 
 # %% ../nbs/01_data.ipynb #23d5bc74
-def iter_raw_chunks(path:str|Path, # CSV (also .gz) or Parquet file
+def _file_date_order(path:Path, layout, chunk_rows:int)->str|None:
+    "Month- or day-first for a file whose stamps start with a two-number date, decided over the whole file (one pass)."
+    first = next(iter(read_delimited(path, layout, chunksize=1000)), None)
+    if first is None or not len(first): return None
+    cols = {}
+    for c in first.columns: cols.setdefault(_norm(c), c)
+    try: stamps = _stamp_series(first, cols)
+    except DataValidationError: return None
+    text = stamps.astype('string').dropna()
+    if not len(text) or not is_slash_date(text.iloc[0]): return None
+    prefixes = set()
+    for chunk in read_delimited(path, layout, chunksize=chunk_rows):
+        prefixes.update(pd.unique(_stamp_series(chunk, cols).astype('string').str.strip().str.slice(0, 10).dropna()))
+    return decide_date_order(sorted(prefixes), None, str(path))
+
+def iter_raw_chunks(path:str|Path, # CSV in any layout (also compressed), Parquet or DBN file
                     chunk_rows:int, # rows per frame, at most
                     columns:list|None=None, # Parquet only: read just these columns
+                    date_order:str|None=None, # 'MDY' | 'DMY' for two-number dates; default: decided over the whole file
                    ): # raw frames as stored in the file, in file order
-    "Raw frames of a large file, `chunk_rows` rows at a time: Parquet one row group at a time, CSV through pandas' chunked reader."
+    "Raw frames of a large file, `chunk_rows` rows at a time: Parquet by row group, CSV in its layout, DBN decoded as a stream."
     path = Path(path)
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] in ('.parquet', '.pq'):
+    if _is_parquet(path):
         import pyarrow.parquet as pq
         # one row group at a time: iter_batches kept growing its buffers on a 15.8M-row file (measured)
         pf = pq.ParquetFile(path, pre_buffer=False)
@@ -880,8 +1027,22 @@ def iter_raw_chunks(path:str|Path, # CSV (also .gz) or Parquet file
             table = pf.read_row_group(g, columns=columns)
             for off in range(0, table.num_rows, chunk_rows): yield table.slice(off, chunk_rows).to_pandas()
             del table
+    elif is_dbn(path):
+        seen = set()
+        for raw in iter_dbn(path, chunk_rows):
+            raw = dbn_frame(raw, where=str(path))
+            seen.update(raw.attrs['contracts'])
+            if len(seen) > 1: raise _several_contracts(str(path), sorted(seen))
+            raw.attrs['source'] = str(path)
+            yield raw
     else:
-        yield from pd.read_csv(path, chunksize=chunk_rows, low_memory=False, keep_default_na=False, na_values=[''])
+        if path.is_file() and path.stat().st_size == 0: raise DataValidationError(f"{path}: the file is empty")
+        layout = sniff_layout(path)
+        order = date_order or _file_date_order(path, layout, chunk_rows)
+        for raw in read_delimited(path, layout, chunksize=chunk_rows):
+            raw.attrs['source'] = str(path)
+            if order: raw.attrs['date_order'] = order
+            yield raw
 
 def _cross_chunk_duplicates(path, spec, tz, ts_offset, chunk_rows, candidates)->int:
     "Second pass: how many candidate rows repeat a stamp first seen in an earlier row."
@@ -971,7 +1132,7 @@ def validate_file(source, # path to a CSV / CSV.gz / Parquet bar file
     if cov is not None: why = cov.skipped
     found = {i.check: i for i in issues + _session_issues(res, max_examples, label)}
     report = DataQualityReport(str(path), 'report', n, n, [found[k] for k in ERROR_CHECKS + WARNING_CHECKS], notes)
-    if base: report.notes.append("example rows are given as file line numbers (line 1 is the header; assumes one line per row)")
+    if base: report.notes.append(f"example rows are given as file line numbers ({'line 1 is the header; ' if base == 2 else ''}assumes one line per row)")
     _attach_sessions(report, res, qs, why, label)
     return report
 
@@ -999,31 +1160,51 @@ class _BadTickCarry:
         if self.carry is not None and self.pending:
             self._count(self.carry, self.lines, len(self.carry) - self.pending, len(self.carry), totals, examples, k, label)
 
+# %% ../nbs/01_data.ipynb #9c8122e3
+def file_repairs(path:str|Path, # bar file (any layout the loader reads)
+                 *, tz:str|None=None, ts_offset=None, instrument:str|InstrumentSpec|None=None,
+                 chunk_rows:int=1_000_000, # rows per chunk, as the chunked reader that follows will use
+                 date_order:str|None=None,
+                )->tuple[int, dict, dict]: # rows read, rows dropped per check, rows fixed per check
+    "What policy 'repair' drops and fixes in a file read chunk by chunk (as the chunked readers read it)."
+    spec = get_instrument(instrument or load_settings().get('data', 'default_instrument', 'ES'))
+    n, dropped, fixed = 0, {}, {}
+    for raw in iter_raw_chunks(path, chunk_rows, date_order=date_order):
+        q = load_bars(raw, tz=tz, ts_offset=ts_offset, instrument=spec, policy='repair').attrs['quality']
+        n += q.n_rows_in
+        for d, src in ((dropped, q.dropped), (fixed, q.fixed)):
+            for k, v in src.items(): d[k] = d.get(k, 0) + v
+    return n, dropped, fixed
+
 # %% ../nbs/01_data.ipynb #19b4a17a
 _TICK_ALIASES = {'price': ('price', 'last', 'trade_price', 'px', 'close'), 'volume': ('volume', 'size', 'qty', 'quantity', 'vol', 'v')}
 
-def load_ticks(source, # path to CSV / CSV.gz / Parquet of trades, or a DataFrame
+def load_ticks(source, # path to trades: CSV (any layout), Parquet, DBN trades schema; or a DataFrame
                *, tz:str|None=None, ts_offset=None, instrument:str|InstrumentSpec|None=None,
                policy:str='repair', # 'repair' drops unusable trades (counted); 'strict' raises on any
+               date_order:str|None=None, # 'MDY' or 'DMY' for dates like 01/02/2024 when the data cannot decide
+               fail_on_repair:bool=False, # raise DataRepairedError instead of dropping or sorting anything
               )->pd.DataFrame: # trades sorted by time (stable), columns price, volume; attrs['quality']
     "Read trades (time stamp, price, size) into a tz-aware frame in exchange time."
     if policy not in POLICIES: raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
-    spec = get_instrument(instrument or load_settings().get('data', 'default_instrument', 'ES'))
-    raw, name = _read_source(source)
+    raw, name = _read_source(source, 'ticks')
+    spec = get_instrument(instrument or raw.attrs.get('instrument') or load_settings().get('data', 'default_instrument', 'ES'))
     if len(raw) == 0: raise DataValidationError(f"{name}: no rows")
     cols = {}
     for c in raw.columns: cols.setdefault(_norm(c), c)
     picked = {k: _find_column(cols, v) for k, v in _TICK_ALIASES.items()}
     missing = [k for k, v in picked.items() if v is None]
     if missing: raise DataValidationError(f"no {'/'.join(missing)} column found in trades; columns present: {list(raw.columns)}")
-    notes = []
-    idx = _parse_timestamps(raw, cols, spec, tz, ts_offset, notes)
+    notes = [raw.attrs['layout']] if raw.attrs.get('layout') else []
+    idx = _parse_timestamps(raw, cols, spec, tz, ts_offset, notes, date_order, where=name)
     price, bad_p, sep_p = _coerce_numeric(pd.Series(raw[picked['price']].to_numpy()))
     vol, bad_v, sep_v = _coerce_numeric(pd.Series(raw[picked['volume']].to_numpy()))
+    for k, sep in (('price', sep_p), ('volume', sep_v)):
+        if sep.any(): notes.append(f"column {k}: numbers written with thousands separators, {int(sep.sum()):,} parsed")
     p, v = price.to_numpy(), vol.to_numpy()
     ts = idx.asi8
-    masks = {'bad_timestamp': idx.isna(), 'non_numeric': (bad_p & ~sep_p) | (bad_v & ~sep_v),
-             'nan': (np.isnan(p) | np.isnan(v)) & ~((bad_p & ~sep_p) | (bad_v & ~sep_v)),
+    masks = {'bad_timestamp': idx.isna(), 'non_numeric': bad_p | bad_v,
+             'nan': (np.isnan(p) | np.isnan(v)) & ~(bad_p | bad_v),
              'inf': np.isinf(p) | np.isinf(v)}
     with np.errstate(invalid='ignore', over='ignore'):
         masks['non_positive_price'] = np.isfinite(p) & (p <= 0)
@@ -1038,10 +1219,17 @@ def load_ticks(source, # path to CSV / CSV.gz / Parquet of trades, or a DataFram
     report = DataQualityReport(name, policy, len(raw), len(raw), issues, notes)
     if policy == 'strict' and not report.ok:
         raise DataValidationError(f"trades failed validation (policy='strict'): {report.summary()}", report)
-    keep = np.ones(len(raw), bool) if policy == 'report' else ~np.logical_or.reduce([m for k, m in masks.items() if k != 'out_of_order'])
+    keep = np.ones(len(raw), bool)
+    if policy == 'repair':
+        for k, m in masks.items():
+            if k == 'out_of_order': continue
+            if (m & keep).any(): report.dropped[k] = int((m & keep).sum())
+            keep &= ~m
+        if (masks['out_of_order'] & keep).any(): report.fixed['out_of_order'] = int((masks['out_of_order'] & keep).sum())
     out = pd.DataFrame({'price': p[keep], 'volume': v[keep]}, index=idx[keep]).sort_index(kind='stable')
     out.index.name = 'timestamp'
     report.n_rows_out = len(out)
+    _after_repair(report, source, fail_on_repair)
     out.attrs = {'instrument': spec.symbol, 'source': name, 'quality': report}
     return out
 

@@ -34,7 +34,8 @@ import yaml
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .config import ScalpLibError, InstrumentSpec, get_instrument, load_settings, section_defaults
-from .data import OHLCV, DataValidationError, load_bars, validate_file, iter_raw_chunks
+from .data import OHLCV, DataValidationError, load_bars, validate_file, iter_raw_chunks, check_repairs, file_repairs, DataRepairedError
+from .vendors import is_dbn, iter_dbn, dbn_frame, read_delimited, sniff_layout
 from .features import generate_features_chunked
 from .labels import LabelSpec, make_labels
 from .preprocess import RobustFeatureScaler
@@ -99,6 +100,7 @@ class PipelineConfig:
     tz: str|None = None                 # time zone of naive stamps in the file (load_bars)
     ts_offset: str|None = None          # fixed vendor shift of the stamps (load_bars)
     policy: str = 'repair'              # load_bars policy for each chunk: 'repair' | 'strict' | 'report'
+    fail_on_repair: bool = False        # stop (DataRepairedError) when the bar file needs any repair: rows dropped, rounded or sorted
     chunk_rows: int|None = None         # rows per read chunk; default settings [pipeline] chunk_rows
     feature_groups: list|str|None = None   # feature groups; default settings [features] groups
     feature_exclude: list|str|None = None  # groups left out
@@ -126,6 +128,7 @@ class PipelineConfig:
 def check(self:PipelineConfig)->PipelineConfig:
     "Check every field and nested option dict; raise `PipelineConfigError` naming the first bad one."
     if self.policy not in ('repair', 'strict', 'report'): raise PipelineConfigError(f"policy must be 'repair', 'strict' or 'report', got {self.policy!r}")
+    if not isinstance(self.fail_on_repair, bool): raise PipelineConfigError(f"fail_on_repair must be true or false, got {self.fail_on_repair!r}")
     if isinstance(self.seq_length, bool) or not isinstance(self.seq_length, (int, np.integer)) or self.seq_length < 0:
         raise PipelineConfigError(f"seq_length must be an integer >= 0 (0 = flat features), got {self.seq_length!r}")
     if self.align not in ('seed', 'label_bar'): raise PipelineConfigError(f"align must be 'seed' or 'label_bar', got {self.align!r}")
@@ -324,15 +327,18 @@ def read_bars_chunked(path:str|Path, # bar file (CSV, CSV.gz, Parquet)
                       chunk_rows:int=1_000_000, # rows per chunk
                       columns=('open', 'high', 'low', 'close'), # bar columns kept (float64)
                       progress:bool=False,
-                     )->pd.DataFrame: # bars as load_bars returns them, only `columns`; attrs: instrument, rows_in, rows_out
+                     )->pd.DataFrame: # bars as load_bars returns them, only `columns`; attrs: instrument, rows_in, rows_out, dropped, fixed
     "Read a large bar file chunk by chunk through `load_bars`, keeping only the columns the caller needs."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"bar file not found: {path}")
     spec = get_instrument(instrument or load_settings().get('data', 'default_instrument', 'ES'))
-    parts, idx, rows_in = {c: [] for c in columns}, [], 0
+    parts, idx, rows_in, dropped, fixed = {c: [] for c in columns}, [], 0, {}, {}
     for raw in tqdm(iter_raw_chunks(path, chunk_rows), desc='bars', unit=' chunks', disable=not progress):
         b = load_bars(raw, tz=tz, ts_offset=ts_offset, instrument=spec, policy=policy)
-        rows_in += b.attrs['quality'].n_rows_in
+        q = b.attrs['quality']
+        rows_in += q.n_rows_in
+        for d, src in ((dropped, q.dropped), (fixed, q.fixed)):
+            for k, v in src.items(): d[k] = d.get(k, 0) + v
         idx.append(b.index.asi8)
         for c in columns: parts[c].append(b[c].to_numpy(np.float64))
         del b, raw
@@ -342,7 +348,8 @@ def read_bars_chunked(path:str|Path, # bar file (CSV, CSV.gz, Parquet)
         raise PipelineError(f"{path}: time stamps are not strictly increasing across chunks (first problem near row "
                             f"{int(np.argmax(np.diff(ts) <= 0)) + 1}); sort and de-duplicate the file")
     bars = pd.DataFrame({c: np.concatenate(parts[c]) for c in columns}, index=index, copy=False)
-    bars.attrs = {'instrument': spec.symbol, 'source': str(path), 'rows_in': rows_in, 'rows_out': len(bars)}
+    bars.attrs = {'instrument': spec.symbol, 'source': str(path), 'rows_in': rows_in, 'rows_out': len(bars),
+                  'dropped': dropped, 'fixed': fixed}  # what policy 'repair' did, summed over the chunks
     return bars
 
 # %% ../nbs/14_pipeline.ipynb #04b4f3b7
@@ -518,6 +525,10 @@ def prepare(cfg:PipelineConfig, # the run's config
         man.d['counts']['validation'] = {'rows': rep.n_rows_in, 'issues': rep.counts, 'ok': bool(rep.ok)}
         if cfg.policy == 'strict' and not rep.ok:
             raise DataValidationError(f"{path}: validation found errors and policy='strict': {rep.summary()}", rep)
+        if cfg.fail_on_repair and cfg.policy == 'repair' and not rep.ok:   # before any work: the file needs repair
+            raise DataRepairedError(f"{path}: the data need repair and fail_on_repair is set: validation found "
+                                    f"{', '.join(f'{i.check}={i.count:,}' for i in rep.errors)}; fix the file, or run "
+                                    "without fail_on_repair to accept the repair", rep)
         with stage('features'):
             frep = generate_features_chunked(path, features_path, chunk_rows=chunk, instrument=spec, groups=cfg.feature_groups,
                                              exclude=cfg.feature_exclude, params=cfg.feature_params, tz=cfg.tz,
@@ -528,6 +539,7 @@ def prepare(cfg:PipelineConfig, # the run's config
     with stage('bars'):
         bars = read_bars_chunked(path, instrument=spec, tz=cfg.tz, ts_offset=cfg.ts_offset, policy=cfg.policy,
                                  chunk_rows=chunk, progress=cfg.progress)
+        check_repairs(str(path), bars.attrs['rows_in'], bars.attrs['dropped'], bars.attrs['fixed'], fail_on_repair=cfg.fail_on_repair)
         ts = pq.read_table(features_path, columns=['timestamp']).column('timestamp')
         ts = pd.DatetimeIndex(ts.to_pandas())
         if len(ts) != len(bars) or not (ts.asi8 == bars.index.asi8).all():
@@ -737,7 +749,8 @@ def _file_symbols(path:Path)->list:
         if col is None: return []
         pf = pq.ParquetFile(path)
         return sorted({str(v) for v in pf.read_row_group(0, columns=[col]).column(col).to_pylist() if v is not None})
-    head = pd.read_csv(path, nrows=1000)
+    if is_dbn(path): return dbn_frame(next(iter_dbn(path, 1000)), where=str(path)).attrs['contracts']
+    head = next(iter(read_delimited(path, sniff_layout(path), chunksize=1000)), pd.DataFrame())   # any layout the loader reads
     col = next((c for c in head.columns if str(c).lower() in ('instrument', 'symbol', 'root')), None)
     return [] if col is None else sorted({str(v) for v in head[col].dropna()})
 
@@ -776,6 +789,7 @@ def predict_bars(checkpoint:str|Path, # model.pt written by run_pipeline / walk_
                  batch_size:int|None=None, # prediction batch; default settings [train] eval_batch_size
                  work_dir:str|Path|None=None, # scratch folder for the features and the scaled matrix (deleted)
                  progress:bool=False,
+                 fail_on_repair:bool=False, # stop (DataRepairedError) when the bar file needs any repair
                 )->Path:
     "Score a bar file with a saved checkpoint: its features, scaler, windows and model; one row per predicted bar."
     checkpoint, bars_path, out_path = Path(checkpoint), Path(bars_path), Path(out_path)
@@ -784,6 +798,9 @@ def predict_bars(checkpoint:str|Path, # model.pt written by run_pipeline / walk_
     pipe = check_checkpoint_for_bars(ck, bars_path, instrument)
     names = [str(f) for f in ck['feature_names']]
     sym = ck.get('instrument') or instrument
+    if pipe['policy'] == 'repair':   # what the chunked readers below will repair: announced once, or refused
+        n_in, dropped, fixed = file_repairs(bars_path, tz=pipe['tz'], ts_offset=pipe['ts_offset'], instrument=sym, chunk_rows=pipe['chunk_rows'])
+        check_repairs(str(bars_path), n_in, dropped, fixed, fail_on_repair=fail_on_repair)
     scratch = Path(tempfile.mkdtemp(prefix='scalp_predict_', dir=work_dir))
     try:
         fpath = scratch/'features.parquet'
@@ -844,7 +861,7 @@ def _as_splitter(splitter, prep:Prepared)->PurgedWalkForward:
 
 def _walk_forward_key(cfg:PipelineConfig, spl:PurgedWalkForward, warm_start:bool, sha:str)->str:
     "Fingerprint of what a fold's result depends on: a finished fold is reused only by a run with the same key."
-    d = {k: v for k, v in cfg.to_dict().items() if k not in ('progress', 'run_dir', 'name', 'data_path')}
+    d = {k: v for k, v in cfg.to_dict().items() if k not in ('progress', 'run_dir', 'name', 'data_path', 'fail_on_repair')}
     blob = json.dumps({'config': d, 'splitter': repr(spl), 'warm_start': bool(warm_start), 'data_sha256': sha},
                       sort_keys=True, default=_json_default)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -1116,12 +1133,17 @@ def pipeline_main(argv:list|None=None)->int:
     ap.add_argument('--test-bars', type=int, default=None, help='walk-forward: bars per test block')
     ap.add_argument('--warm-start', action='store_true', help="walk-forward: start each fold from the previous fold's weights")
     ap.add_argument('--no-resume', action='store_true', help='walk-forward: recompute finished folds')
+    ap.add_argument('--fail-on-repair', action='store_true', help='stop with exit status 2 when the bar file needs repair (sets fail_on_repair)')
     a = ap.parse_args(argv)
     try:
+        config = a.config
+        if a.fail_on_repair:
+            config = _as_config(a.config)
+            config.fail_on_repair = True
         if a.walk_forward:
             spl = {'n_splits': a.walk_forward, **({'test_bars': a.test_bars} if a.test_bars else {})}
-            r = walk_forward(a.config, spl, warm_start=a.warm_start, resume=not a.no_resume, run_dir=a.run_dir)
-        else: r = run_pipeline(a.config, run_dir=a.run_dir)
+            r = walk_forward(config, spl, warm_start=a.warm_start, resume=not a.no_resume, run_dir=a.run_dir)
+        else: r = run_pipeline(config, run_dir=a.run_dir)
         print(r); print(f"manifest: {Path(r.run_dir)/'manifest.json'}")
         return 0
     except ScalpLibError as e:
@@ -1136,9 +1158,11 @@ def predict_main(argv:list|None=None)->int:
     ap.add_argument('--instrument', default=None, help="must match the checkpoint's instrument")
     ap.add_argument('--batch-size', type=int, default=None)
     ap.add_argument('--progress', action='store_true')
+    ap.add_argument('--fail-on-repair', action='store_true', help='stop with exit status 2 when the bar file needs repair')
     a = ap.parse_args(argv)
     try:
-        p = predict_bars(a.checkpoint, a.bars, a.output, instrument=a.instrument, batch_size=a.batch_size, progress=a.progress)
+        p = predict_bars(a.checkpoint, a.bars, a.output, instrument=a.instrument, batch_size=a.batch_size, progress=a.progress,
+                         fail_on_repair=a.fail_on_repair)
         print(f"wrote {pq.read_metadata(p).num_rows:,} predictions to {p}")
         return 0
     except (ScalpLibError, FileNotFoundError) as e:

@@ -25,7 +25,8 @@ from .config import ScalpLibError, load_settings
 __all__ = ['ReportParameterError', 'ReportExecutionError', 'project_root', 'templates_dir', 'list_templates', 'resolve_template',
            'template_parameters', 'coerce_param', 'check_params', 'ReportPaths', 'notebook_to_html', 'run_report',
            'git_revision', 'run_metadata', 'add_source', 'setup_report_style', 'plot_bars_per_session',
-           'plot_volume_by_time', 'minute_returns', 'plot_price_and_returns', 'gap_table', 'table_or_none', 'main']
+           'plot_volume_by_time', 'minute_returns', 'plot_price_and_returns', 'gap_table', 'table_or_none',
+           'repair_lines', 'main']
 
 # %% ../nbs/04_report.ipynb #2b6708d1
 class ReportParameterError(ScalpLibError, ValueError):
@@ -355,6 +356,23 @@ def _parse_cli_value(s:str):
     except yaml.YAMLError: return s
     return v if isinstance(v, (int, float, bool, str)) else s
 
+def repair_lines(nb_path:str|Path)->list[str]:
+    "The loader's repair summaries (`scalp_lib: repaired ...`) among an executed notebook's stderr outputs."
+    import nbformat
+    nb = nbformat.read(str(nb_path), as_version=4)
+    return [l for c in nb.cells for o in c.get('outputs', []) if o.get('output_type') == 'stream' and o.get('name') == 'stderr'
+            for l in o.get('text', '').splitlines() if l.startswith('scalp_lib: repaired ')]
+
+def _run_cli(name, params, out_dir, fail_on_repair:bool)->Path:
+    "Run one template for the CLI: --fail-on-repair applied where the template reads data; repair lines echoed on stderr."
+    if fail_on_repair:
+        if 'fail_on_repair' not in template_parameters(name):
+            raise ReportParameterError(f"--fail-on-repair: report {name!r} reads no data file (it has no 'fail_on_repair' parameter)")
+        params = {**params, 'fail_on_repair': True}
+    paths = run_report(name, params, output_dir=out_dir)
+    for line in repair_lines(paths.notebook): print(line, file=sys.stderr)
+    return paths.html
+
 def main(argv:list|None=None)->int:
     "Command-line entry point `scalp-report`."
     ap = argparse.ArgumentParser(prog='scalp-report', description='Run scalp_lib report templates (papermill) to HTML.')
@@ -364,6 +382,7 @@ def main(argv:list|None=None)->int:
     ap.add_argument('--output-dir', default=None, help='output folder (default: settings [paths] reports_dir)')
     ap.add_argument('--all', action='store_true', help='run every template with its defaults')
     ap.add_argument('--list', action='store_true', help='list templates and their parameters')
+    ap.add_argument('--fail-on-repair', action='store_true', help='stop with exit status 2 when a data file needs repair (rows dropped, rounded or sorted)')
     a = ap.parse_args(argv)
     out_dir = a.output_dir or (project_root()/str(load_settings().get('paths', 'reports_dir', 'reports')))
     try:
@@ -375,7 +394,8 @@ def main(argv:list|None=None)->int:
         if a.all:
             for t in list_templates():
                 print(f"running {t} ...", flush=True)
-                print(f"  -> {run_report(t, output_dir=out_dir).html}", flush=True)
+                fail = a.fail_on_repair and 'fail_on_repair' in template_parameters(t)
+                print(f"  -> {_run_cli(t, {}, out_dir, fail)}", flush=True)
             return 0
         if not a.name: ap.error('give a template NAME, --all or --list')
         params = {}
@@ -384,7 +404,7 @@ def main(argv:list|None=None)->int:
             if not pf.exists(): raise ReportParameterError(f"parameter file not found: {pf}")
             params.update(yaml.safe_load(pf.read_text()) or {})
         params.update({k: _parse_cli_value(v) for k, v in a.param})
-        print(run_report(a.name, params, output_dir=out_dir).html)
+        print(_run_cli(a.name, params, out_dir, a.fail_on_repair))
         return 0
     except ScalpLibError as e:
         print(f"scalp-report: error: {e}", file=sys.stderr)

@@ -76,11 +76,13 @@ def test_out_of_order_rows_are_sorted_not_dropped_and_strict_rejects_the_file(tm
         load_bars(p, policy="strict")
 
 
-def test_thousands_separator_is_parsed_and_counted(tmp_path):
+def test_a_stray_thousands_separator_is_dropped_and_counted(tmp_path):
+    # the column writes 4801.00 elsewhere: one separated value is damage, not the file's format
     p = write(tmp_path, with_row(0, '2024-01-02 08:30,"4,800.00",4801.00,4799.75,4800.50,100'))
     b = load_bars(p)
-    assert len(b) == 4 and b["open"].iloc[0] == 4800.0
-    assert b.attrs["quality"].counts["non_numeric"] == 1
+    q = b.attrs["quality"]
+    assert len(b) == 3 and b.index[0] == pd.Timestamp("2024-01-02 08:31", tz="America/Chicago")
+    assert q.counts["non_numeric"] == 1 and q.dropped == {"non_numeric": 1}
 
 
 def test_warnings_are_reported_never_fatal(tmp_path):
