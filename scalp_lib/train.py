@@ -533,7 +533,7 @@ class Trainer:
             fn = getattr(cb, hook, None)
             if fn is not None: fn(self, *args)
 
-# %% ../nbs/10_train.ipynb #f3e5b284
+# %% ../nbs/10_train.ipynb #79de3128
 _FP_SAMPLE_ITEMS = 1024
 
 def _hash_array(h, a, chunk_bytes:int=64 << 20):
