@@ -38,6 +38,18 @@ def test_data_quality_on_the_real_es_file(tmp_path, shared_data):
                                     "tz": "America/New_York", "ts_offset": "5h"}, output_dir=tmp_path)
     html = p.html.read_text()
     assert "75,791 one-minute bars" in html
+    # the same counts as scalp_lib's own loader, and the file's provenance in full (path, SHA-256, period)
+    import hashlib
+    import numpy as np
+    from scalp_lib.data import load_bars, session_dates
+    path = shared_data / "es_1min_2025-09_11.csv.gz"
+    bars = load_bars(path, tz="America/New_York", ts_offset="5h")
+    q = bars.attrs["quality"]
+    sessions = len(np.unique(session_dates(bars.index, "ES")))
+    assert f"{len(bars):,} one-minute bars</strong> in <strong>{sessions} trading sessions" in html
+    assert f"{q.n_rows_in:,} rows read, {q.n_rows_out:,} kept, {q.n_dropped:,} dropped" in html
+    for full in (str(path.resolve()), hashlib.sha256(path.read_bytes()).hexdigest(), f"{bars.index[0]} to {bars.index[-1]}"):
+        assert f">{full}</td>" in html
 
 
 def test_data_quality_on_the_real_es_trades(tmp_path, shared_data):
