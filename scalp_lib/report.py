@@ -104,6 +104,8 @@ def coerce_param(name:str, # the parameter's name, for the error message
         if isinstance(value, str): return value
         if isinstance(value, os.PathLike): return os.fspath(value)
         if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)): return str(int(value))   # `-p hidden_dims 64`
+        if isinstance(value, dt.datetime): return value.isoformat(sep=' ')   # YAML reads `start: 2025-10-06` as a date
+        if isinstance(value, dt.date): return value.isoformat()
         _refuse(name, value, type_name, 'text is required; quote it if it should be read as text')
     if isinstance(value, (str, bool, int, float, np.bool_, np.integer, np.floating)):
         try:

@@ -112,10 +112,11 @@ def test_numbers_and_flags_of_another_kind_are_refused(name, value):
 
 def test_parameters_that_convert_exactly_are_accepted():
     from scalp_lib.report import check_params
-    got = check_params("backtest_report", {"demo_days": "12", "model_epochs": 2.0, "test_frac": "0.25", "start": Path("2024-01-03"),
-                                           "flat_at_session_end": "no", "model_type": "lstm"})
-    assert got == {"demo_days": 12, "model_epochs": 2, "test_frac": 0.25, "start": "2024-01-03", "flat_at_session_end": False,
-                   "model_type": "lstm"}
+    import datetime as dt
+    got = check_params("backtest_report", {"demo_days": "12", "model_epochs": 2.0, "test_frac": "0.25", "start": dt.date(2024, 1, 3),
+                                           "end": "2024-01-09", "checkpoint": Path("runs/a/model.pt"), "flat_at_session_end": "no"})
+    assert got == {"demo_days": 12, "model_epochs": 2, "test_frac": 0.25, "start": "2024-01-03", "end": "2024-01-09",
+                   "checkpoint": "runs/a/model.pt", "flat_at_session_end": False}
 
 
 def test_metadata_table_names_the_file_in_full(tmp_path, monkeypatch):

@@ -322,3 +322,15 @@ def test_resume_on_the_same_data_continues_and_checks_window_batchers(tmp_path):
     assert fp(M, s) == fp(M.copy(), s.copy())
     M2 = M.copy(); M2[377, 1] += 1e-4
     assert fp(M2, s)['sha256'] != fp(M, s)['sha256'] and fp(M, s[1:])['sha256'] != fp(M, s)['sha256']
+
+
+def test_a_damaged_resumable_state_is_a_named_error(tmp_path):
+    "A last.pt that loads but lacks part of the trainer's state (edited, or written by other code) used to raise a bare KeyError."
+    from scalp_lib.train import ResumeError
+    X, y = _interrupted_run(tmp_path / 'ck')
+    last = tmp_path / 'ck' / 'last.pt'
+    ck = torch.load(last, weights_only=True)
+    del ck['trainer_state']['history']
+    torch.save(ck, last)
+    with pytest.raises(ResumeError, match=r"last.pt: damaged resumable state \(KeyError"):
+        _resume(tmp_path / 'ck', X, y)
