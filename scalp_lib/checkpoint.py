@@ -13,15 +13,16 @@ import warnings
 from pathlib import Path
 import numpy as np
 import torch
+from fastcore.basics import patch
 from torch import nn
 from .config import ScalpLibError
 from .models import build_model, model_config, ModelConfigError, MODEL_TYPES
 
 # %% auto #0
 __all__ = ['FORMAT_VERSION', 'CheckpointError', 'CheckpointCorruptError', 'UnsafeCheckpointError', 'CheckpointFormatError',
-           'CheckpointMismatchError', 'CheckpointNotFoundError', 'to_storable', 'tensors_to_numpy', 'capture_rng_state',
-           'restore_rng_state', 'make_checkpoint', 'atomic_torch_save', 'save_checkpoint', 'load_checkpoint',
-           'load_model', 'CheckpointManager']
+           'CheckpointMismatchError', 'CheckpointIndexError', 'CheckpointNotFoundError', 'to_storable',
+           'tensors_to_numpy', 'capture_rng_state', 'restore_rng_state', 'make_checkpoint', 'atomic_torch_save',
+           'save_checkpoint', 'load_checkpoint', 'load_model', 'CheckpointManager']
 
 # %% ../nbs/09_checkpoint.ipynb #ef321bb2
 FORMAT_VERSION = 1
@@ -40,6 +41,9 @@ class CheckpointFormatError(CheckpointError):
 
 class CheckpointMismatchError(CheckpointError):
     "The checkpoint does not fit the data or model it is used with (features, input size, weights)."
+
+class CheckpointIndexError(CheckpointCorruptError):
+    "The ranking file (`checkpoints.json`) of a checkpoint folder is damaged."
 
 class CheckpointNotFoundError(ScalpLibError, FileNotFoundError):
     "No checkpoint file at the given path."
@@ -170,10 +174,13 @@ def _numpy_safe_globals()->list:
                                                   'uint8', 'uint16', 'uint32', 'uint64', 'bool')]
     return [_reconstruct, np.ndarray, np.dtype, *dtype_classes]
 
+_UNREADABLE_FIX = ("a damaged checkpoint cannot be repaired: restore it from a copy, or delete it (a resumable run then "
+                   "starts again from its beginning)")
+
 def _read_file(path:Path, map_location)->dict:
     "torch.load with weights_only=True, errors translated into named checkpoint errors."
     if not path.is_file(): raise CheckpointNotFoundError(f"checkpoint file not found: {path}")
-    if path.stat().st_size == 0: raise CheckpointCorruptError(f"{path}: checkpoint file is empty (0 bytes)")
+    if path.stat().st_size == 0: raise CheckpointCorruptError(f"{path}: checkpoint file is empty (0 bytes); {_UNREADABLE_FIX}")
     def _load(): return torch.load(path, map_location=map_location, weights_only=True)
     try: return _load()
     except pickle.UnpicklingError as e:
@@ -184,7 +191,8 @@ def _read_file(path:Path, map_location)->dict:
             except pickle.UnpicklingError as e2: msg = str(e2)
         if not any(k in msg for k in ('Unsupported global', 'Can only build', 'GLOBAL ')):  # invalid bytes: corruption, not objects
             detail = msg.split('WeightsUnpickler error:')[-1].strip().split('\n')[0] if 'WeightsUnpickler error:' in msg else msg[:200]
-            raise CheckpointCorruptError(f"{path}: not a readable checkpoint (corrupt file, or a pickle the safe loader rejects: {detail})") from None
+            raise CheckpointCorruptError(f"{path}: not a readable checkpoint (corrupt file, or a pickle the safe loader rejects: {detail}); "
+                                         f"{_UNREADABLE_FIX}") from None
         import re
         culprit = ', '.join(sorted(set(re.findall(r'GLOBAL ([\w.]+)', msg) + re.findall(r"but got <class '([\w.]+)'>", msg))))
         culprit = culprit or 'an object that is not a tensor or plain value'
@@ -192,7 +200,9 @@ def _read_file(path:Path, map_location)->dict:
                                     f"({culprit}); only tensors and plain values are accepted. "
                                     "Re-save it with scalp_lib.checkpoint.save_checkpoint from a trusted session.") from None
     except (RuntimeError, EOFError, KeyError, ValueError, OSError, IndexError, AttributeError) as e:
-        raise CheckpointCorruptError(f"{path}: not a readable checkpoint (truncated or corrupt file?): {type(e).__name__}: {str(e)[:200]}") from None
+        if isinstance(e, PermissionError): raise CheckpointError(f"{path}: no permission to read the checkpoint: {e}") from None
+        raise CheckpointCorruptError(f"{path}: not a readable checkpoint (truncated or corrupt file?): {type(e).__name__}: {str(e)[:200]}; "
+                                     f"{_UNREADABLE_FIX}") from None
 
 # %% ../nbs/09_checkpoint.ipynb #9ed8aa2d
 _KEY_ALIASES = {'input_size': 'input_dim', 'n_features': 'input_dim', 'hidden_sizes': 'hidden_dims', 'hidden_layers': 'hidden_dims',
@@ -339,7 +349,7 @@ class CheckpointManager:
         self.directory, self.keep_best, self.monitor = Path(directory), int(keep_best), monitor
         self.directory.mkdir(parents=True, exist_ok=True)
         self.index_path = self.directory/'checkpoints.json'
-        self.entries = json.loads(self.index_path.read_text())['best'] if self.index_path.is_file() else []
+        self.entries = self._read_index()
 
     @property
     def last_path(self)->Path: return self.directory/'last.pt'
@@ -370,3 +380,31 @@ class CheckpointManager:
     def save_last(self, checkpoint:dict)->Path:
         "Overwrite `last.pt` (the resumable state) atomically."
         return atomic_torch_save(checkpoint, self.last_path)
+
+# %% ../nbs/09_checkpoint.ipynb #da43b7a1
+_INDEX_FIX = ("delete it to start a new ranking (the .pt files beside it are kept but no longer ranked or pruned), "
+              "or restore it from a copy")
+
+def _valid_entry(e)->bool:
+    "One ranking entry: a plain .pt file name in the folder and a finite number."
+    ok_file = isinstance(e, dict) and isinstance(e.get('file'), str) and Path(e['file']).name == e['file'] and e['file'].endswith('.pt')
+    v = e.get('value') if isinstance(e, dict) else None
+    return ok_file and isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+@patch
+def _read_index(self:CheckpointManager)->list:
+    "The ranking in `checkpoints.json` (empty when there is none); a damaged file raises `CheckpointIndexError`."
+    p = self.index_path
+    if not p.is_file(): return []
+    try: d = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointIndexError(f"{p}: damaged checkpoint ranking file, not valid JSON ({e}); {_INDEX_FIX}") from None
+    if not (isinstance(d, dict) and isinstance(d.get('best'), list) and all(_valid_entry(e) for e in d['best'])):
+        raise CheckpointIndexError(f"{p}: damaged checkpoint ranking file: expected {{'monitor': name, 'best': [{{'file': "
+                                   f"'epoch....pt', 'value': number}}, ...]}}, found {str(d)[:200]}; {_INDEX_FIX}")
+    if d.get('monitor', self.monitor) != self.monitor:
+        raise CheckpointError(f"{p} ranks checkpoints by {d['monitor']!r}, this manager by {self.monitor!r}: "
+                              f"use another folder, or monitor={d['monitor']!r}")
+    missing = [e['file'] for e in d['best'] if not (self.directory/e['file']).is_file()]
+    if missing: warnings.warn(f"{p}: {len(missing)} ranked checkpoint(s) no longer in the folder, dropped from the ranking: {missing}")
+    return sorted([e for e in d['best'] if e['file'] not in missing], key=lambda e: e['value'])

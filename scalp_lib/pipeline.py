@@ -45,12 +45,12 @@ from .models import build_model, count_parameters
 from .checkpoint import load_checkpoint, load_model, save_checkpoint
 from .train import Trainer, evaluate_classifier, predict_proba, seed_everything
 from .backtest import run_backtest
-from .report import check_params, git_revision, resolve_template, run_report
+from .report import check_params, file_sha256, git_revision, resolve_template, run_report
 
 # %% auto #0
 __all__ = ['MEMORY_METHOD', 'PROBA_COLUMNS', 'PipelineError', 'PipelineConfigError', 'PredictionMismatchError',
            'MissingFeaturesError', 'InstrumentMismatchError', 'InputDimMismatchError', 'PipelineConfig', 'StageMonitor',
-           'file_sha256', 'write_json', 'library_versions', 'read_bars_chunked', 'fit_scaler_on_rows',
+           'write_json', 'read_json', 'library_versions', 'write_parquet', 'read_bars_chunked', 'fit_scaler_on_rows',
            'write_scaled_matrix', 'part_batcher', 'model_id_of', 'predictions_frame', 'proba_for_bars', 'Prepared',
            'prepare', 'PipelineResult', 'run_pipeline', 'check_checkpoint_for_bars', 'predict_bars',
            'WalkForwardResult', 'walk_forward', 'model_test_proba', 'expand_grid', 'run_report_batch', 'pipeline_main',
@@ -245,15 +245,6 @@ class _Stage:
         return False
 
 # %% ../nbs/14_pipeline.ipynb #5b97f31f
-def file_sha256(path:str|Path, # file to hash
-                block_bytes:int=8 << 20, # bytes read at a time (memory does not grow with the file)
-               )->str: # hex digest
-    "SHA-256 of a file, streamed."
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for blk in iter(lambda: f.read(block_bytes), b''): h.update(blk)
-    return h.hexdigest()
-
 def _json_default(o):
     if isinstance(o, (np.integer,)): return int(o)
     if isinstance(o, (np.floating,)): return None if not np.isfinite(o) else float(o)
@@ -278,6 +269,25 @@ def write_json(path:str|Path, obj)->Path:
     tmp.write_text(json.dumps(_clean_floats(obj), indent=1, default=_json_default))
     os.replace(tmp, path)
     return path
+
+def read_json(path:str|Path, # a JSON file the pipeline wrote (manifest, fold record, preparation record)
+              what:str, # what the file is, for the error message
+              fix:str, # what the user can do about a damaged one
+             )->dict:
+    "Read a JSON object; a damaged file (cut short, edited, not an object) raises `PipelineError` naming it and the fix."
+    path = Path(path)
+    try: d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PipelineError(f"{path}: damaged {what}, not valid JSON ({e}); {fix}") from None
+    if not isinstance(d, dict): raise PipelineError(f"{path}: damaged {what}: expected a JSON object, found a {type(d).__name__}; {fix}")
+    return d
+
+def _read_parquet(path:Path, what:str)->pd.DataFrame:
+    "pd.read_parquet with a damaged file named."
+    try: return pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as e:
+        if isinstance(e, FileNotFoundError): raise
+        raise PipelineError(f"{path}: {what} is not a readable Parquet file ({type(e).__name__}: {str(e)[:200]})") from None
 
 def library_versions()->dict:
     "Versions of Python and the libraries a run depends on."
@@ -317,6 +327,26 @@ class _Manifest:
     def finish(self, status:str='complete', error:str|None=None):
         self.d.update(status=status, error=error, finished_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds'))
         self.save()
+
+# %% ../nbs/14_pipeline.ipynb #a6f6ac06
+def write_parquet(df:pd.DataFrame, # the table (its attrs are not written)
+                  path:str|Path, # destination; written to a temporary file beside it, then renamed
+                  *, what:str='table', # what the table is, for error messages ("the bars of data_path ...")
+                  index:bool|None=None, # as `DataFrame.to_parquet`: None keeps a non-default index
+                 )->Path:
+    "Write `df` to Parquet atomically without its `attrs`; a failure raises `PipelineError` naming `what` and `path`."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    plain = df.copy(deep=False)   # the caller's frame keeps its attrs
+    plain.attrs = {}
+    try:
+        plain.to_parquet(tmp, index=index)
+        os.replace(tmp, path)
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        raise PipelineError(f"could not write {what} to {path}: {type(e).__name__}: {e}") from e
+    return path
 
 # %% ../nbs/14_pipeline.ipynb #ef26f6dc
 def _is_parquet(path:Path)->bool: return path.suffix.lower() in ('.parquet', '.pq')
@@ -444,7 +474,7 @@ PROBA_COLUMNS = ['p_down', 'p_flat', 'p_up']
 
 def model_id_of(path:str|Path)->str:
     "Identity of a checkpoint file: the first 16 hex digits of its SHA-256."
-    return file_sha256(path)[:16]
+    return file_sha256(path, cache=False)[:16]
 
 def predictions_frame(timestamps:pd.DatetimeIndex, # bar time stamps, one per prediction
                       proba:np.ndarray, # (n, 3) class probabilities
@@ -517,7 +547,7 @@ def prepare(cfg:PipelineConfig, # the run's config
     key = _prep_key(cfg, sha)
     reused = False
     if reuse and prep_path.is_file() and features_path.is_file() and labels_path.is_file():
-        old = json.loads(prep_path.read_text())
+        old = read_json(prep_path, 'preparation record', 'delete it: the features and labels are then computed again')
         reused = old.get('key') == json.loads(json.dumps(key, default=_json_default))
     if not reused:
         with stage('validate'):
@@ -552,7 +582,7 @@ def prepare(cfg:PipelineConfig, # the run's config
         if reused:
             lab = pq.read_table(labels_path)
             labels, t1_pos = lab.column('label').to_numpy().astype(np.float32), lab.column('t1_pos').to_numpy()
-            label_spec = LabelSpec.from_dict(json.loads(prep_path.read_text())['label_spec'])
+            label_spec = LabelSpec.from_dict(old['label_spec'])
         else:
             lf = make_labels(bars, dict(cfg.label), instrument=spec, progress=cfg.progress)
             labels, t1_pos = lf['label'].to_numpy(np.float32), lf['t1_pos'].to_numpy(np.float64)
@@ -599,12 +629,7 @@ def _predict_part(model, matrix, starts, L, align, cfg, index, labels=None, mode
     rows = starts + wb.offset
     return predictions_frame(index[rows], proba, model_id, None if labels is None else labels[rows], fold)
 
-def _write_predictions(df:pd.DataFrame, path:Path)->Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp')
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+def _write_predictions(df:pd.DataFrame, path:Path)->Path: return write_parquet(df, path, what='the predictions', index=False)
 
 def _labelled_metrics(pred:pd.DataFrame)->dict:
     lab = pred['label'].to_numpy()
@@ -617,9 +642,9 @@ def _backtest_outputs(bars_period:pd.DataFrame, preds:pd.DataFrame, spec, cfg, o
     proba = proba_for_bars(preds, bars_period.index)
     res = run_backtest(bars_period, proba=proba[PROBA_COLUMNS], instrument=spec, **cfg.backtest)
     out_dir.mkdir(parents=True, exist_ok=True)
-    proba.to_parquet(out_dir/'proba.parquet')
-    res.trades.to_parquet(out_dir/'trades.parquet')
-    res.equity.to_frame().to_parquet(out_dir/'equity.parquet')
+    write_parquet(proba, out_dir/'proba.parquet', what='the backtest probabilities')
+    write_parquet(res.trades, out_dir/'trades.parquet', what='the trade ledger')
+    write_parquet(res.equity.to_frame(), out_dir/'equity.parquet', what='the equity curve')
     write_json(out_dir/'metrics.json', {'metrics': res.metrics.to_dict(), 'counts': res.counts, 'settings': res.settings})
     man.d['metrics']['backtest'] = {k: getattr(res.metrics, k) for k in ('n_trades', 'net_profit', 'win_rate_pct', 'sharpe',
                                                                           'max_drawdown_dollars', 'profit_factor')}
@@ -869,7 +894,7 @@ def _walk_forward_key(cfg:PipelineConfig, spl:PurgedWalkForward, warm_start:bool
 def _fold_done(fold_dir:Path)->dict|None:
     p = fold_dir/'fold.json'
     if not p.is_file(): return None
-    d = json.loads(p.read_text())
+    d = read_json(p, 'walk-forward fold record', f"delete the folder {fold_dir} and that fold is computed again")
     return d if d.get('status') == 'done' else None
 
 def walk_forward(config:PipelineConfig|dict|str|Path, # the pipeline config (its split_fractions are not used)
@@ -929,7 +954,7 @@ def _walk_forward(cfg, splitter, rd, man, warm_start, resume, on_fold_end):
         if on_fold_end is not None: on_fold_end(fold.k, rec)
         gc.collect()
     with stage('concatenate'):
-        parts = [pd.read_parquet(rd/r['predictions']) for r in records]
+        parts = [_read_parquet(rd/r['predictions'], f"the predictions of fold {r['fold']}") for r in records]
         preds = pd.concat(parts, ignore_index=True)
         ppath = _write_predictions(preds, rd/'oos_predictions.parquet')
         del parts
@@ -982,7 +1007,7 @@ def _run_fold(cfg, prep, fold, fd, L, align, gap, max_fit, extra, seed, warm_fro
 def _read_prediction_table(path)->pd.DataFrame:
     p = Path(path)
     if not p.exists(): raise FileNotFoundError(f"prediction file not found: {p}")
-    df = pd.read_parquet(p)
+    df = _read_parquet(p, 'the prediction file')
     if 'timestamp' not in df.columns: df = df.reset_index()
     missing = [c for c in ['timestamp', *PROBA_COLUMNS] if c not in df.columns]
     if missing: raise PipelineError(f"{p} lacks column(s) {missing}; expected timestamp, {', '.join(PROBA_COLUMNS)}")
@@ -1005,7 +1030,7 @@ def model_test_proba(bars:pd.DataFrame, # all bars (the standard frame), the tes
         return preds, dict(source=f"predictions file {predictions_path}", model_id=mid, trained_here=False)
     bars_file = work_dir/'bars.parquet'
     out = bars[OHLCV].copy(); out.index.name = 'timestamp'
-    out.reset_index().to_parquet(bars_file)
+    write_parquet(out.reset_index(), bars_file, what=f"the bars of {bars.attrs.get('source', 'the DataFrame given')}", index=False)
     if checkpoint:
         path = predict_bars(checkpoint, bars_file, work_dir/'predictions.parquet', instrument=inst)
         return pd.read_parquet(path), dict(source=f"checkpoint {checkpoint}", model_id=model_id_of(checkpoint), trained_here=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import difflib
+import hashlib
 import json
 import os
 import subprocess
@@ -24,9 +25,9 @@ from .config import ScalpLibError, load_settings
 # %% auto #0
 __all__ = ['ReportParameterError', 'ReportExecutionError', 'project_root', 'templates_dir', 'list_templates', 'resolve_template',
            'template_parameters', 'coerce_param', 'check_params', 'ReportPaths', 'notebook_to_html', 'run_report',
-           'git_revision', 'run_metadata', 'add_source', 'setup_report_style', 'plot_bars_per_session',
-           'plot_volume_by_time', 'minute_returns', 'plot_price_and_returns', 'gap_table', 'table_or_none',
-           'repair_lines', 'main']
+           'git_revision', 'add_source', 'setup_report_style', 'select_sessions', 'file_sha256', 'MetadataTable',
+           'run_metadata', 'plot_bars_per_session', 'plot_volume_by_time', 'minute_returns', 'plot_price_and_returns',
+           'gap_table', 'table_or_none', 'repair_lines', 'main']
 
 # %% ../nbs/04_report.ipynb #2b6708d1
 class ReportParameterError(ScalpLibError, ValueError):
@@ -87,24 +88,37 @@ def _parse_bool(s:str):
     if t in ('false', '0', 'no', 'off'): return False
     raise ValueError(s)
 
-def coerce_param(name:str, value, type_name:str):
-    "Convert `value` to the declared type `type_name`; raise ReportParameterError naming `name` on failure."
+def _refuse(name:str, value, type_name:str, why:str=''):
+    raise ReportParameterError(f"parameter {name!r} must be {type_name}, got {value!r} ({type(value).__name__})"
+                               + (f": {why}" if why else ''))
+
+def coerce_param(name:str, # the parameter's name, for the error message
+                 value, # the value given (from Python, a YAML file or the command line)
+                 type_name:str, # the type declared in the template: int, float, bool or str
+                ):
+    "Convert `value` to the declared type `type_name`; raise ReportParameterError naming `name` when it is not one."
     t = _TYPES.get(str(type_name).strip())
-    if t is None or value is None: return value
-    try:
-        if t is bool:
-            if isinstance(value, bool): return value
-            return _parse_bool(value)
-        if t is int:
-            if isinstance(value, bool): raise ValueError(value)
-            if isinstance(value, float) and not value.is_integer(): raise ValueError(value)
-            return int(str(value).strip()) if isinstance(value, str) else int(value)
-        if t is float:
-            if isinstance(value, bool): raise ValueError(value)
-            return float(value)
-        return value if isinstance(value, str) else str(value)
-    except (TypeError, ValueError):
-        raise ReportParameterError(f"parameter {name!r} must be {type_name}, got {value!r}") from None
+    if t is None: return value
+    if value is None: _refuse(name, value, type_name, 'give a value (an empty string for an empty text)')
+    if t is str:
+        if isinstance(value, str): return value
+        if isinstance(value, os.PathLike): return os.fspath(value)
+        if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)): return str(int(value))   # `-p hidden_dims 64`
+        if isinstance(value, dt.datetime): return value.isoformat(sep=' ')   # YAML reads `start: 2025-10-06` as a date
+        if isinstance(value, dt.date): return value.isoformat()
+        _refuse(name, value, type_name, 'text is required; quote it if it should be read as text')
+    if isinstance(value, (str, bool, int, float, np.bool_, np.integer, np.floating)):
+        try:
+            if t is bool: return value if isinstance(value, bool) else _parse_bool(value)
+            if isinstance(value, (bool, np.bool_)): raise ValueError(value)   # True is not the number 1 here
+            if t is int:
+                if isinstance(value, (float, np.floating)) and not float(value).is_integer(): raise ValueError(value)
+                return int(str(value).strip()) if isinstance(value, str) else int(value)
+            v = float(value)
+            if not np.isfinite(v): raise ValueError(value)
+            return v
+        except (TypeError, ValueError, OverflowError): pass
+    _refuse(name, value, type_name)
 
 def check_params(template:str|Path, params:dict|None)->dict:
     "Validate and type-convert `params` against the template's declared parameters (before any work)."
@@ -195,22 +209,6 @@ def git_revision(root:str|Path|None=None)->str:
         return rev.stdout.strip() + ('+dirty' if dirty.stdout.strip() else '')
     except (OSError, subprocess.SubprocessError): return 'unknown'
 
-def run_metadata(params:dict, # the report's parameters (name -> value)
-                 data:pd.DataFrame|None=None, # bars used, for the period and row count
-                )->pd.DataFrame:
-    "One table: generation time, versions, git revision, data period and every parameter."
-    import scalp_lib, torch, sklearn
-    rows = {'generated (UTC)': dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M'),
-            'scalp_lib': getattr(scalp_lib, '__version__', '?'), 'git revision': git_revision(),
-            'python': sys.version.split()[0], 'pandas': pd.__version__, 'numpy': np.__version__,
-            'torch': torch.__version__, 'scikit-learn': sklearn.__version__}
-    if data is not None and len(data):
-        rows['data source'] = str(data.attrs.get('source', 'DataFrame'))
-        rows['data period'] = f"{data.index[0]} to {data.index[-1]}"
-        rows['bars'] = f"{len(data):,}"
-    for k, v in params.items(): rows[f"parameter: {k}"] = repr(v)
-    return pd.DataFrame({'value': [str(v) for v in rows.values()]}, index=pd.Index(list(rows), name='item'))
-
 def add_source(fig, text:str, # e.g. "Source: ES 1-minute bars, scalp_lib.data.load_bars"
               ):
     "Put a small source line under a figure (left-aligned, grey)."
@@ -223,6 +221,102 @@ def setup_report_style():
     sns.set_theme(style='whitegrid', context='notebook')
     plt.rcParams.update({'figure.dpi': 100, 'savefig.dpi': 100, 'axes.titleweight': 'bold',
                          'figure.figsize': (11, 4), 'axes.titlesize': 12})
+
+# %% ../nbs/04_report.ipynb #b3aa7352
+def _as_date(name:str, value:str):
+    try: return np.datetime64(pd.Timestamp(str(value).strip()).date(), 'D')
+    except (ValueError, TypeError): raise ReportParameterError(f"parameter {name!r} must be a date YYYY-MM-DD, got {value!r}") from None
+
+def select_sessions(bars:pd.DataFrame, # bars with a tz-aware index (load_bars, demo_bars)
+                    start:str='', # first trading date kept (YYYY-MM-DD); empty: the data's first
+                    end:str='', # last trading date kept (YYYY-MM-DD); empty: the data's last
+                    instrument=None, # session calendar; default bars.attrs['instrument']
+                   )->pd.DataFrame: # the bars of the sessions from start to end, attrs kept
+    "The bars whose trading session lies in [start, end]; a bad date or an empty selection names the parameter."
+    if not start and not end: return bars
+    from scalp_lib.data import session_dates
+    from scalp_lib.config import get_instrument
+    spec = get_instrument(instrument or bars.attrs.get('instrument') or load_settings().get('data', 'default_instrument', 'ES'))
+    lo = _as_date('start', start) if start else None
+    hi = _as_date('end', end) if end else None
+    if lo is not None and hi is not None and hi < lo: raise ReportParameterError(f"parameter 'end' ({end}) is before 'start' ({start})")
+    days = session_dates(bars.index, spec)
+    keep = np.ones(len(bars), bool)
+    if lo is not None: keep &= days >= lo
+    if hi is not None: keep &= days <= hi
+    if not keep.any():
+        span = f"{days[0]} to {days[-1]}" if len(days) else 'no bars'
+        raise ReportParameterError(f"parameters 'start'/'end' ({start or 'first'} to {end or 'last'}) select no session; the data holds {span}")
+    out = bars[keep]
+    out.attrs = dict(bars.attrs)
+    return out
+
+# %% ../nbs/04_report.ipynb #cc5619c5
+_SHA256_CACHE = {}
+
+def file_sha256(path:str|Path, # file to hash
+                block_bytes:int=8 << 20, # bytes read at a time (memory does not grow with the file)
+                cache:bool=True, # reuse the digest of a file already hashed, unchanged since (path, size, inode, times)
+               )->str: # hex digest
+    "SHA-256 of a file, streamed; a file already hashed and unchanged since is not read again."
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+    if cache and key in _SHA256_CACHE: return _SHA256_CACHE[key]
+    h = hashlib.sha256()
+    with open(p, 'rb') as f:
+        for blk in iter(lambda: f.read(block_bytes), b''): h.update(blk)
+    _SHA256_CACHE[key] = h.hexdigest()
+    return _SHA256_CACHE[key]
+
+# %% ../nbs/04_report.ipynb #51b77a86
+class MetadataTable(pd.DataFrame):
+    "A DataFrame that renders every cell in full: nothing cut with '...', long values wrapped at the page width."
+    def _repr_html_(self)->str:
+        sty = self.style.format(escape='html').format_index(escape='html', axis=0)
+        sty = sty.set_table_attributes('style="table-layout: auto; width: 100%"').set_table_styles([
+            {'selector': 'td', 'props': 'text-align: left; white-space: pre-wrap; overflow-wrap: anywhere; font-family: monospace;'},
+            {'selector': 'th', 'props': 'text-align: left; vertical-align: top; white-space: nowrap;'}])
+        return sty.to_html()
+
+def _param_files(params:dict)->list:
+    "(tag, path) of every existing file a parameter names (comma-separated lists included), data_path first."
+    out = []
+    for k, v in sorted(params.items(), key=lambda kv: kv[0] != 'data_path'):
+        if not isinstance(v, (str, os.PathLike)) or not str(v).strip(): continue
+        parts = [str(v)] if Path(str(v)).is_file() else [x.strip() for x in str(v).split(',') if x.strip()]
+        paths = [Path(x).expanduser().resolve() for x in parts if Path(x).expanduser().is_file()]
+        tag = 'data file' if k == 'data_path' else f"file ({k})"
+        out += [(tag if len(paths) == 1 else f"{tag} {i + 1}", p) for i, p in enumerate(paths)]
+    return out
+
+def _period(df:pd.DataFrame)->str: return f"{df.index[0]} to {df.index[-1]}"
+
+# %% ../nbs/04_report.ipynb #76a5f80b
+def run_metadata(params:dict, # the report's parameters (name -> value)
+                 data:pd.DataFrame|None=None, # the data as loaded: its period and bar count
+                 *, analysed:pd.DataFrame|None=None, # the part of `data` the report analysed, when not all of it
+                )->MetadataTable:
+    "One table: generation time, versions, git revision, data file (path, SHA-256), data period and every parameter."
+    import scalp_lib, torch, sklearn
+    rows = {'generated (UTC)': dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M'),
+            'scalp_lib': getattr(scalp_lib, '__version__', '?'), 'git revision': git_revision(),
+            'python': sys.version.split()[0], 'pandas': pd.__version__, 'numpy': np.__version__,
+            'torch': torch.__version__, 'scikit-learn': sklearn.__version__}
+    files = _param_files(params)
+    for tag, p in files:
+        rows[tag] = str(p)
+        rows[f"{tag} SHA-256"] = file_sha256(p)
+        rows[f"{tag} size"] = f"{p.stat().st_size:,} bytes"
+    if data is not None and len(data):
+        if 'data file' not in rows: rows['data source'] = str(data.attrs.get('source', 'DataFrame'))
+        rows['data period'] = _period(data)
+        rows['bars'] = f"{len(data):,}"
+    if analysed is not None and len(analysed):
+        rows['period analysed'] = _period(analysed)
+        rows['bars analysed'] = f"{len(analysed):,}"
+    for k, v in params.items(): rows[f"parameter: {k}"] = repr(v)
+    return MetadataTable({'value': [str(v) for v in rows.values()]}, index=pd.Index(list(rows), name='item'))
 
 # %% ../nbs/04_report.ipynb #2d735a36
 def plot_bars_per_session(bars:pd.DataFrame, instrument=None, source:str='',

@@ -5,6 +5,7 @@
 # %% ../nbs/10_train.ipynb #359d1394
 from __future__ import annotations
 import atexit
+import hashlib
 import math
 import os
 import random
@@ -29,9 +30,10 @@ from .checkpoint import (CheckpointManager, make_checkpoint, capture_rng_state, 
 __all__ = ['TrainDataError', 'NonFiniteDataError', 'ResumeError', 'TrainingDivergedError', 'DeviceError', 'DistributedError',
            'resolve_device', 'seed_everything', 'as_batch_source', 'WarmupCosine', 'balanced_class_weights', 'StepInfo',
            'TrainerCallback', 'TrainResult', 'distributed_env', 'pad_for_ranks', 'rank_share', 'DistContext',
-           'init_distributed', 'Trainer', 'train_model', 'predict_logits', 'predict_proba', 'predict',
-           'confusion_counts', 'evaluate_classifier', 'per_class_report', 'confusion_frame', 'reliability_table',
-           'fit_baselines', 'plot_learning_curves', 'plot_optimization_trace', 'plot_confusion', 'plot_reliability']
+           'init_distributed', 'Trainer', 'data_fingerprint', 'resume_differences', 'train_model', 'predict_logits',
+           'predict_proba', 'predict', 'confusion_counts', 'evaluate_classifier', 'per_class_report', 'confusion_frame',
+           'reliability_table', 'fit_baselines', 'plot_learning_curves', 'plot_optimization_trace', 'plot_confusion',
+           'plot_reliability']
 
 # %% ../nbs/10_train.ipynb #023b5b1f
 class TrainDataError(ScalpLibError, ValueError):
@@ -531,6 +533,39 @@ class Trainer:
             fn = getattr(cb, hook, None)
             if fn is not None: fn(self, *args)
 
+# %% ../nbs/10_train.ipynb #79de3128
+_FP_SAMPLE_ITEMS = 1024
+
+def _hash_array(h, a, chunk_bytes:int=64 << 20):
+    "Feed dtype, shape and every byte of `a` (numpy, memmap or tensor on any device) to hash `h`, a block of rows at a time."
+    if a is None: h.update(b'None|'); return
+    is_t = isinstance(a, torch.Tensor)
+    if not is_t: a = np.asarray(a)
+    h.update(f"{a.dtype}|{tuple(a.shape)}|".encode())
+    if a.ndim == 0: a = a.reshape(1)
+    if len(a) == 0: return
+    row_bytes = max(1, (a[0].numel() * a.element_size()) if is_t else a[0].nbytes)
+    step = max(1, chunk_bytes // row_bytes)
+    for i in range(0, len(a), step):
+        blk = a[i:i + step]
+        if is_t: h.update(blk.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy())
+        elif blk.dtype.hasobject: h.update(repr(blk.tolist()).encode())
+        else: h.update(np.ascontiguousarray(blk).reshape(-1).view(np.uint8))
+
+def data_fingerprint(src, # a batch source (`as_batch_source`): what the trainer reads
+                    )->dict: # sha256, method ('full' or 'sample of k of n items') and n (samples)
+    "Content fingerprint of training or validation data: SHA-256 of its features, targets and window starts."
+    h, ds = hashlib.sha256(), getattr(src, 'ds', None)
+    if isinstance(src, _TensorSource): parts, method = [src.X, src.y], 'full'
+    elif ds is not None and hasattr(ds, 'features') and hasattr(ds, 'targets'):   # SequenceDataset, WindowBatcher
+        geometry = np.array([getattr(ds, 'seq_length', 0), getattr(ds, 'offset', 0)], np.int64)
+        parts, method = [ds.features, ds.targets, getattr(ds, 'starts', None), geometry], 'full'
+    else:
+        idx = np.unique(np.linspace(0, src.n - 1, min(src.n, _FP_SAMPLE_ITEMS)).round().astype(np.int64))
+        parts, method = list(src._fetch(idx.tolist())), f"sample of {len(idx)} of {src.n} items"
+    for p in parts: _hash_array(h, p)
+    return {'sha256': h.hexdigest(), 'method': method, 'n': int(src.n)}
+
 # %% ../nbs/10_train.ipynb #9387aa30
 def _trainer_setup(self:Trainer):
     dev = self.device
@@ -590,13 +625,18 @@ def _trainer_setup(self:Trainer):
     if self.checkpoint_dir is not None:
         self.manager = CheckpointManager(self.checkpoint_dir, keep_best=self.keep_best,
                                          monitor='val_loss' if self.val_src is not None else 'train_loss')
+    self._data_fp = {}   # the data's content fingerprint: computed once, and only when there are checkpoints to resume from
+    if self.manager is not None:
+        self._data_fp = {'train_data': data_fingerprint(self.train_src),
+                         'val_data': None if self.val_src is None else data_fingerprint(self.val_src)}
     if self.resume and self.manager.last_path.is_file(): self._resume_from(self.manager.last_path)
     else: seed_everything(self.seed + self.rank)  # ranks draw different dropout masks; rank 0 = a single process
 
 def _trainer_fingerprint(self:Trainer)->dict:
-    "What must be identical for a checkpoint to resume this run exactly."
-    return {'model_config': self.model_config, 'n_train': int(self.train_src.n), 'n_val': int(0 if self.val_src is None else self.val_src.n),
-            'n_features': int(self.train_src.n_features), 'epochs': self.epochs, 'batch_size': self.batch_size, 'lr': self.lr,
+    "What must be identical for a checkpoint to resume this run exactly: settings, feature names and the data's content."
+    return {'model_config': self.model_config, 'n_features': int(self.train_src.n_features),
+            'feature_names': [str(f) for f in self.feature_names], **self._data_fp,
+            'epochs': self.epochs, 'batch_size': self.batch_size, 'lr': self.lr,
             'weight_decay': self.weight_decay, 'warmup_frac': self.warmup_frac, 'min_lr_frac': self.min_lr_frac,
             'grad_clip_norm': self.grad_clip_norm, 'class_weights': self.class_weights, 'loss': self.loss_name,
             'seed': self.seed, 'drop_last': bool(self.drop_last), **({'world_size': self.world_size} if self.world_size > 1 else {})}
@@ -788,14 +828,54 @@ def _trainer_save_last(self:Trainer):
                          feature_names=self.feature_names, **self.checkpoint_fields)
     self.manager.save_last(ck)
 
+def _feature_difference(saved, now)->str:
+    if not saved: return "feature names: the checkpoint stores none"
+    if sorted(saved) == sorted(now):
+        i = next(i for i, (a, b) in enumerate(zip(saved, now)) if a != b)
+        return (f"feature order: the same {len(now)} features in another order (first difference at column {i}: "
+                f"{saved[i]!r} when saved, {now[i]!r} now)")
+    gone, new = [f for f in saved if f not in now], [f for f in now if f not in saved]
+    return f"feature names: {gone[:5]}{' ...' if len(gone) > 5 else ''} no longer given, {new[:5]}{' ...' if len(new) > 5 else ''} new"
+
+def _data_difference(key:str, saved, now)->str:
+    what = {'train_data': 'training data', 'val_data': 'validation data'}[key]
+    if saved is None or now is None:
+        return (f"{what}: the checkpoint holds no fingerprint of it (written by an older scalp_lib, or without it), so it "
+                "cannot show the data are the same" if now is not None else f"{what}: given when saved, none now")
+    if saved['n'] != now['n']: return f"{what}: {saved['n']:,} samples when saved, {now['n']:,} now"
+    return (f"{what}: the same number of samples ({now['n']:,}) but other values (content SHA-256 {saved['sha256'][:16]} "
+            f"when saved, {now['sha256'][:16]} now; {now['method']})")
+
+def resume_differences(saved:dict, # the fingerprint stored in the checkpoint's trainer state
+                       now:dict, # this run's `Trainer._fingerprint()`
+                      )->list[str]: # one sentence per difference; empty when the run may resume
+    "What differs between a checkpoint's run and this one, in words."
+    out = []
+    for k in dict.fromkeys([*now, *saved]):
+        s, v = saved.get(k), now.get(k)
+        if k == 'world_size': s, v = saved.get(k, 1), now.get(k, 1)
+        if s == v: continue
+        if k == 'feature_names': out.append(_feature_difference(s, v))
+        elif k in ('train_data', 'val_data'): out.append(_data_difference(k, s, v))
+        else: out.append(f"{k}: {s!r} when saved, {v!r} now")
+    return out
+
 def _trainer_resume_from(self:Trainer, path:Path):
     ck = load_checkpoint(path, expected_input_dim=self.train_src.n_features)
     ts = ck.get('trainer_state')
-    if not ts: raise ResumeError(f"{path}: holds no trainer state; it is not a resumable checkpoint")
-    now, saved = self._fingerprint(), ts['fingerprint']
-    diffs = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
-    if saved.get('world_size', 1) != self.world_size: diffs['world_size'] = (saved.get('world_size', 1), self.world_size)
-    if diffs: raise ResumeError(f"{path}: cannot resume this run, settings or data differ (saved, now): {diffs}")
+    if not ts or not isinstance(ts.get('fingerprint'), dict):
+        raise ResumeError(f"{path}: holds no trainer state; it is not a resumable checkpoint")
+    diffs = resume_differences(ts['fingerprint'], self._fingerprint())
+    if diffs: raise ResumeError(f"{path}: cannot resume this run: " + '; '.join(diffs) + ". Resume with the data and settings "
+                                "the run was started with, or start a new run in another checkpoint_dir.")
+    try: self._restore(ck, ts)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+        raise ResumeError(f"{path}: damaged resumable state ({type(e).__name__}: {str(e)[:200]}); delete it to start the run "
+                          "again, or restore it from a copy") from None
+    self.resumed_from = str(path)
+
+def _trainer_restore(self:Trainer, ck:dict, ts:dict):
+    "Put back weights, optimiser, scheduler, RNG states and the trainer's bookkeeping from a checkpoint."
     self.model.load_state_dict(ck['state_dict'])
     self.optimizer.load_state_dict(ck['optimizer_state'])
     self.scheduler.load_state_dict(ck['scheduler_state'])
@@ -808,9 +888,9 @@ def _trainer_resume_from(self:Trainer, path:Path):
     self.consecutive_bad, self.n_skipped, self.best_state = ts['consecutive_bad'], ts['n_skipped'], ts['best_state']
     self.stop_reason, self.train_seconds, self.samples_trained = ts['stop_reason'], ts['train_seconds'], ts['samples_trained']
     self.stop_training = self.stop_reason is not None
-    self.resumed_from = str(path)
 
 Trainer._trainer_state, Trainer._save_last, Trainer._resume_from = _trainer_state, _trainer_save_last, _trainer_resume_from
+Trainer._restore = _trainer_restore
 
 # %% ../nbs/10_train.ipynb #bb12ae61
 def _trainer_divergence(self:Trainer)->TrainingDivergedError:

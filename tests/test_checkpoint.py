@@ -268,3 +268,44 @@ def test_manager_keeps_best_n_and_survives_restart(tmp_path):
     assert [e['value'] for e in mgr2.entries] == [0.5, 0.6, 0.65]
     assert len(list(tmp_path.glob('epoch*.pt'))) == 3
     assert load_checkpoint(mgr2.best_path)['metrics']['val_loss'] == 0.5
+
+
+# ---------------------------------------------------------------- damaged ranking file (checkpoints.json)
+
+def _ranked_folder(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep_best=2)
+    for e, v in enumerate([0.9, 0.7, 0.8]):
+        mgr.save_best(make_checkpoint(_ff(), metrics={'val_loss': v}, epoch=e, step=e))
+    return mgr
+
+
+@pytest.mark.parametrize('damage', ['cut', 'empty', 'not_a_dict', 'no_best', 'entry_without_value', 'path_outside'])
+def test_damaged_ranking_file_is_a_named_error_naming_the_file(tmp_path, damage):
+    idx = _ranked_folder(tmp_path).index_path
+    text = idx.read_text()
+    idx.write_text({'cut': text[: len(text) // 2], 'empty': '', 'not_a_dict': '[]', 'no_best': '{"monitor": "val_loss"}',
+                    'entry_without_value': '{"best": [{"file": "epoch0001-step00000001.pt"}]}',
+                    'path_outside': '{"best": [{"file": "../victim.pt", "value": 0.1}]}'}[damage])
+    with pytest.raises(CheckpointCorruptError) as e:
+        CheckpointManager(tmp_path, keep_best=2)
+    from scalp_lib.checkpoint import CheckpointIndexError
+    assert isinstance(e.value, CheckpointIndexError) and str(idx) in str(e.value) and 'delete it' in str(e.value)
+
+
+def test_ranking_by_another_metric_is_refused_and_missing_files_are_reported(tmp_path):
+    _ranked_folder(tmp_path)
+    with pytest.raises(ScalpLibError, match="ranks checkpoints by 'val_loss'"):
+        CheckpointManager(tmp_path, keep_best=2, monitor='train_loss')
+    (tmp_path / 'epoch0001-step00000001.pt').unlink()   # the best one, deleted by hand
+    with pytest.warns(UserWarning, match=r"1 ranked checkpoint\(s\) no longer in the folder"):
+        mgr = CheckpointManager(tmp_path, keep_best=2)
+    assert [e['value'] for e in mgr.entries] == [0.8] and load_checkpoint(mgr.best_path)['metrics']['val_loss'] == 0.8
+
+
+def test_damaged_files_say_what_to_do(tmp_path):
+    p = save_checkpoint(tmp_path / 'good.pt', _ff())
+    (tmp_path / 'cut.pt').write_bytes(p.read_bytes()[:100])
+    (tmp_path / 'empty.pt').write_bytes(b'')
+    for name in ('cut.pt', 'empty.pt'):
+        with pytest.raises(CheckpointCorruptError, match='restore it from a copy, or delete it'):
+            load_checkpoint(tmp_path / name)

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from scalp_lib.config import ScalpLibError
-from scalp_lib.data import demo_bars
+from scalp_lib.data import DataQualityReport, demo_bars, load_bars
 from scalp_lib.pipeline import (PROBA_COLUMNS, InputDimMismatchError, InstrumentMismatchError, MissingFeaturesError,
                                 PipelineConfig, PipelineConfigError, PredictionMismatchError, file_sha256,
-                                fit_scaler_on_rows, model_id_of, predict_bars, predict_main, run_pipeline,
-                                run_report_batch, walk_forward, write_scaled_matrix)
+                                fit_scaler_on_rows, model_id_of, model_test_proba, predict_bars, predict_main,
+                                run_pipeline, run_report_batch, walk_forward, write_scaled_matrix)
 from scalp_lib.preprocess import RobustFeatureScaler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,6 +233,11 @@ def test_walk_forward_resumes_after_sigkill_between_folds(bars_file, tmp_path):
     # the concatenated out-of-sample predictions are one backtest over the test blocks
     assert resumed.backtest.counts["n_bars"] == resumed.folds["test_last"].iloc[-1] - resumed.folds["test_first"].iloc[0] + 1
     assert json.loads((tmp_path / "wf" / "manifest.json").read_text())["status"] == "complete"
+    # a fold record damaged on disk is a named error saying what to do, not a bare JSONDecodeError
+    fold1 = tmp_path / "wf" / "folds" / "fold_001" / "fold.json"
+    fold1.write_text(fold1.read_text()[:40])
+    with pytest.raises(ScalpLibError, match=r"fold_001/fold.json: damaged walk-forward fold record.*delete the folder"):
+        walk_forward(cfg, {"n_splits": 3, "embargo_bars": 10}, warm_start=True)
 
 
 def test_batch_index_lists_every_report_and_the_failing_ones(tmp_path):
@@ -247,3 +252,24 @@ def test_batch_index_lists_every_report_and_the_failing_ones(tmp_path):
     page = idx.read_text()
     assert f'href="{rows[0]["html"]}"' in page and "1 succeeded, 2 failed" in page
     assert "UnknownInstrumentError" in page and "demo_dayz" in page
+
+
+def test_model_test_proba_takes_bars_from_load_bars(tmp_path):
+    "load_bars attaches a DataQualityReport to attrs; writing such bars to Parquet failed with a bare TypeError."
+    csv = tmp_path / "bars.csv"
+    demo_bars(n_days=4, seed=9).reset_index().to_csv(csv, index=False)
+    bars = load_bars(csv)
+    assert isinstance(bars.attrs["quality"], DataQualityReport)
+    preds, info = model_test_proba(bars, work_dir=tmp_path / "work", config=dict(
+        model={"type": "feedforward", "hidden_dims": [8]}, seq_length=0, train={"epochs": 1, "batch_size": 256}))
+    assert info["trained_here"] and len(preds) > 0
+    assert preds["timestamp"].min() > bars.index[int(0.75 * len(bars))]        # the pipeline's test split only
+    assert set(preds["timestamp"]) <= set(bars.index)
+    assert isinstance(bars.attrs["quality"], DataQualityReport)                 # the caller's frame keeps its attrs
+
+
+def test_a_table_that_cannot_be_written_names_itself_and_the_file(tmp_path):
+    from scalp_lib.pipeline import write_parquet
+    with pytest.raises(ScalpLibError, match=r"could not write the trade ledger to .*trades.parquet"):
+        write_parquet(pd.DataFrame({"x": [object()]}), tmp_path / "trades.parquet", what="the trade ledger")
+    assert list(tmp_path.iterdir()) == []

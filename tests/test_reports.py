@@ -63,6 +63,18 @@ def test_data_quality_demo_report_shows_holiday_and_none_found(tmp_path):
     assert re.search(r"Holes: missing data.*?None found\.", text, re.S)
     assert re.search(r"Bars while the exchange was closed.*?None found\.", text, re.S)
     assert "The histogram shows the central 99.9 %; the count beyond it is printed on the plot" in " ".join(text.split())
+    # the same counts as scalp_lib's own loader, and the file's provenance in full (path, SHA-256, period)
+    import hashlib
+    import numpy as np
+    from scalp_lib.data import load_bars, session_dates
+    path = shared_data / "es_1min_2025-09_11.csv.gz"
+    bars = load_bars(path, tz="America/New_York", ts_offset="5h")
+    q = bars.attrs["quality"]
+    sessions = len(np.unique(session_dates(bars.index, "ES")))
+    assert f"{len(bars):,} one-minute bars</strong> in <strong>{sessions} trading sessions" in html
+    assert f"{q.n_rows_in:,} rows read, {q.n_rows_out:,} kept, {q.n_dropped:,} dropped" in html
+    for full in (str(path.resolve()), hashlib.sha256(path.read_bytes()).hexdigest(), f"{bars.index[0]} to {bars.index[-1]}"):
+        assert f">{full}</td>" in html
 
 
 def test_data_quality_on_the_real_es_trades(tmp_path, shared_data):
@@ -104,3 +116,53 @@ def test_cli(tmp_path):
                         capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "data_quality.html").exists()
+
+
+@pytest.mark.parametrize("value", [["a.csv"], {"path": "a.csv"}, ("a.csv",), True, 1.5, None])
+def test_a_value_of_another_kind_for_a_text_parameter_is_refused(value):
+    "A list or dict used to reach the template as its text form (\"['a.csv']\"), a bool as 'True'."
+    from scalp_lib.report import check_params
+    with pytest.raises(ReportParameterError, match="parameter 'data_path' must be str"):
+        check_params("data_quality", {"data_path": value})
+
+
+@pytest.mark.parametrize("name, value", [("demo_days", 2.5), ("demo_days", True), ("demo_days", [3]), ("demo_days", None),
+                                         ("test_frac", True), ("test_frac", [0.2]), ("test_frac", float("nan")),
+                                         ("test_frac", None), ("flat_at_session_end", 2), ("flat_at_session_end", None)])
+def test_numbers_and_flags_of_another_kind_are_refused(name, value):
+    from scalp_lib.report import check_params
+    with pytest.raises(ReportParameterError, match=f"parameter '{name}' must be"):
+        check_params("backtest_report", {name: value})
+
+
+def test_parameters_that_convert_exactly_are_accepted():
+    from scalp_lib.report import check_params
+    import datetime as dt
+    got = check_params("backtest_report", {"demo_days": "12", "model_epochs": 2.0, "test_frac": "0.25", "start": dt.date(2024, 1, 3),
+                                           "end": "2024-01-09", "checkpoint": Path("runs/a/model.pt"), "flat_at_session_end": "no"})
+    assert got == {"demo_days": 12, "model_epochs": 2, "test_frac": 0.25, "start": "2024-01-03", "end": "2024-01-09",
+                   "checkpoint": "runs/a/model.pt", "flat_at_session_end": False}
+
+
+def test_metadata_table_names_the_file_in_full(tmp_path, monkeypatch):
+    "SHA-256, full path and period are never cut with '...' (pandas cuts cells over display.max_colwidth, 50 characters)."
+    import hashlib
+    import pandas as pd
+    from scalp_lib.data import demo_bars
+    from scalp_lib.report import run_metadata
+    monkeypatch.chdir(tmp_path)
+    deep = tmp_path / ("a_long_folder_name_for_the_vendor_files_" * 2) / "bars.csv"
+    deep.parent.mkdir()
+    bars = demo_bars(n_days=2, seed=0)
+    bars.reset_index().to_csv(deep, index=False)
+    rel = str(deep.relative_to(tmp_path))
+    md = run_metadata({"data_path": rel, "instrument": "ES"}, bars, analysed=bars.iloc[100:])
+    sha = hashlib.sha256(deep.read_bytes()).hexdigest()
+    assert md.loc["data file", "value"] == str(deep) and md.loc["data file SHA-256", "value"] == sha
+    assert md.loc["data period", "value"] == f"{bars.index[0]} to {bars.index[-1]}"
+    assert md.loc["period analysed", "value"] == f"{bars.index[100]} to {bars.index[-1]}"
+    html = md._repr_html_()
+    assert pd.get_option("display.max_colwidth") == 50
+    for full in (str(deep), sha, f"{bars.index[0]} to {bars.index[-1]}"):
+        assert full in html
+    assert "..." not in html and "\u2026" not in html and "overflow-wrap: anywhere" in html

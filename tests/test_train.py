@@ -252,3 +252,85 @@ def test_training_report_renders_with_every_section(tmp_path):
     assert best is not None and best.name in html
     ck = load_checkpoint(best)
     assert ck['instrument'] == 'ES' and ck['label_spec']['kind'] == 'direction' and ck['scaler_state'] is not None
+
+
+# ---------------------------------------------------------------- resuming on other data of the same shape is refused
+
+def _resume_data(seed=0, n=600, f=5):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(n, f)).astype(np.float32), columns=[f'f{i}' for i in range(f)])
+    y = np.digitize(X['f0'] - X['f1'] + 0.5 * rng.normal(size=n), [-0.6, 0.6])
+    return X, y
+
+
+class _Crash(Exception): pass
+
+
+def _interrupted_run(ckdir):
+    "Four epochs of 8 steps, crashed at step 10 (after the checkpoint at step 9): checkpoint_dir holds a resumable last.pt."
+    X, y = _resume_data()
+    torch.manual_seed(0)
+    model = build_model({'type': 'feedforward', 'input_dim': 5, 'hidden_dims': [8], 'num_classes': 3})
+    def crash(tr, info):
+        if info.step == 10: raise _Crash()
+    with pytest.raises(_Crash):
+        train_model(model, (X[:450], y[:450]), (X[450:], y[450:]), epochs=4, batch_size=64, checkpoint_dir=ckdir,
+                    checkpoint_every_steps=3, progress=False, seed=1, device='cpu', callbacks=[crash])
+    return X, y
+
+
+def _resume(ckdir, X, y):
+    torch.manual_seed(0)
+    model = build_model({'type': 'feedforward', 'input_dim': X.shape[1], 'hidden_dims': [8], 'num_classes': 3})
+    return train_model(model, (X[:450], y[:450]), (X[450:], y[450:]), epochs=4, batch_size=64, checkpoint_dir=ckdir,
+                       checkpoint_every_steps=3, progress=False, seed=1, device='cpu', resume=True)
+
+
+@pytest.mark.parametrize('change, says', [
+    ('one_value', 'training data: the same number of samples (450) but other values'),
+    ('targets', 'training data: the same number of samples (450) but other values'),
+    ('val_values', 'validation data: the same number of samples (150) but other values'),
+    ('reordered', "feature order: the same 5 features in another order (first difference at column 0: 'f0' when saved, 'f1' now)"),
+    ('renamed', "feature names: ['f3'] no longer given, ['volume_z'] new"),
+    ('same_names_other_column', 'training data: the same number of samples (450) but other values'),
+])
+def test_resume_on_other_data_of_the_same_shape_is_refused(tmp_path, change, says):
+    from scalp_lib.train import ResumeError
+    X, y = _interrupted_run(tmp_path / 'ck')
+    X2, y2 = X.copy(), y.copy()
+    if change == 'one_value': X2.iloc[123, 2] += 0.25
+    if change == 'targets': y2[10] = (y2[10] + 1) % 3
+    if change == 'val_values': X2.iloc[500, 0] -= 1.0
+    if change == 'reordered': X2 = X2[['f1', 'f0', 'f2', 'f3', 'f4']]
+    if change == 'renamed': X2 = X2.rename(columns={'f3': 'volume_z'})
+    if change == 'same_names_other_column': X2['f4'] = X2['f3'].to_numpy()   # names unchanged, a column's content replaced
+    with pytest.raises(ResumeError) as e:
+        _resume(tmp_path / 'ck', X2, y2)
+    assert says in str(e.value) and str(tmp_path / 'ck' / 'last.pt') in str(e.value)
+
+
+def test_resume_on_the_same_data_continues_and_checks_window_batchers(tmp_path):
+    X, y = _interrupted_run(tmp_path / 'ck')
+    res = _resume(tmp_path / 'ck', X.copy(), y.copy())              # equal content in new arrays: accepted
+    assert res.resumed_from == str(tmp_path / 'ck' / 'last.pt') and len(res.epochs) == 4
+    from scalp_lib.sequences import WindowBatcher
+    from scalp_lib.train import ResumeError, as_batch_source, data_fingerprint
+    M = X.to_numpy()
+    fp = lambda m, starts: data_fingerprint(as_batch_source(WindowBatcher(m, y, 10, valid_starts=starts, batch_size=64),
+                                                            torch.device('cpu'), 3))
+    s = np.arange(0, 400, dtype=np.int64)
+    assert fp(M, s) == fp(M.copy(), s.copy())
+    M2 = M.copy(); M2[377, 1] += 1e-4
+    assert fp(M2, s)['sha256'] != fp(M, s)['sha256'] and fp(M, s[1:])['sha256'] != fp(M, s)['sha256']
+
+
+def test_a_damaged_resumable_state_is_a_named_error(tmp_path):
+    "A last.pt that loads but lacks part of the trainer's state (edited, or written by other code) used to raise a bare KeyError."
+    from scalp_lib.train import ResumeError
+    X, y = _interrupted_run(tmp_path / 'ck')
+    last = tmp_path / 'ck' / 'last.pt'
+    ck = torch.load(last, weights_only=True)
+    del ck['trainer_state']['history']
+    torch.save(ck, last)
+    with pytest.raises(ResumeError, match=r"last.pt: damaged resumable state \(KeyError"):
+        _resume(tmp_path / 'ck', X, y)
