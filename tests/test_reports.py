@@ -39,8 +39,12 @@ def test_data_quality_on_the_real_es_file(tmp_path, shared_data):
     html = p.html.read_text()
     assert "75,791 one-minute bars" in html
     # the numbers on the page are the library's own results on the same file
-    from scalp_lib.data import load_bars
-    q = load_bars(shared_data / "es_1min_2025-09_11.csv.gz", tz="America/New_York", ts_offset="5h").attrs["quality"]
+    import hashlib
+    import numpy as np
+    from scalp_lib.data import load_bars, session_dates
+    path = shared_data / "es_1min_2025-09_11.csv.gz"
+    bars = load_bars(path, tz="America/New_York", ts_offset="5h")
+    q = bars.attrs["quality"]
     text = re.sub(r"<[^>]+>", "", html)
     n_holes = int((q.sessions["status"] == "holes").sum())
     assert f"{len(q.sessions)} sessions expected in the period" in text and f"{n_holes} with holes" in text and n_holes == 2
@@ -54,6 +58,12 @@ def test_data_quality_on_the_real_es_file(tmp_path, shared_data):
     assert "Bad ticks" in text and q.counts["bad_tick"] == 0 and re.search(r"Bad ticks.*?None found\.", text, re.S)
     assert "<tbody>\n  </tbody>" not in html and "<tbody></tbody>" not in html      # no empty table
     assert "…" not in text                                                           # nothing cut
+    # the same counts as scalp_lib's own loader, and the file's provenance in full (path, SHA-256, period)
+    sessions = len(np.unique(session_dates(bars.index, "ES")))
+    assert f"{len(bars):,} one-minute bars</strong> in <strong>{sessions} trading sessions" in html
+    assert f"{q.n_rows_in:,} rows read, {q.n_rows_out:,} kept, {q.n_dropped:,} dropped" in html
+    for full in (str(path.resolve()), hashlib.sha256(path.read_bytes()).hexdigest(), f"{bars.index[0]} to {bars.index[-1]}"):
+        assert f">{full}</td>" in html
 
 
 def test_data_quality_demo_report_shows_holiday_and_none_found(tmp_path):
@@ -63,18 +73,6 @@ def test_data_quality_demo_report_shows_holiday_and_none_found(tmp_path):
     assert re.search(r"Holes: missing data.*?None found\.", text, re.S)
     assert re.search(r"Bars while the exchange was closed.*?None found\.", text, re.S)
     assert "The histogram shows the central 99.9 %; the count beyond it is printed on the plot" in " ".join(text.split())
-    # the same counts as scalp_lib's own loader, and the file's provenance in full (path, SHA-256, period)
-    import hashlib
-    import numpy as np
-    from scalp_lib.data import load_bars, session_dates
-    path = shared_data / "es_1min_2025-09_11.csv.gz"
-    bars = load_bars(path, tz="America/New_York", ts_offset="5h")
-    q = bars.attrs["quality"]
-    sessions = len(np.unique(session_dates(bars.index, "ES")))
-    assert f"{len(bars):,} one-minute bars</strong> in <strong>{sessions} trading sessions" in html
-    assert f"{q.n_rows_in:,} rows read, {q.n_rows_out:,} kept, {q.n_dropped:,} dropped" in html
-    for full in (str(path.resolve()), hashlib.sha256(path.read_bytes()).hexdigest(), f"{bars.index[0]} to {bars.index[-1]}"):
-        assert f">{full}</td>" in html
 
 
 def test_data_quality_on_the_real_es_trades(tmp_path, shared_data):
