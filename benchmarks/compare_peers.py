@@ -27,6 +27,7 @@ for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_
 import argparse
 import json
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -51,22 +52,32 @@ def _machine():
             "numpy": np.__version__, "pandas": pd.__version__}
 
 
-def _timed(fn):
-    "Run fn(); return (result, wall seconds, process CPU seconds)."
+def _rusage():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime, r.ru_stime, r.ru_minflt
+
+
+def _timed(fn, detail=None):
+    "Run fn(); return (result, wall seconds, process CPU seconds); append (user s, system s, page faults) to `detail`."
+    u0, s0, f0 = _rusage()
     w0, c0 = time.perf_counter(), time.process_time()
     res = fn()
-    return res, time.perf_counter() - w0, time.process_time() - c0
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    u1, s1, f1 = _rusage()
+    if detail is not None:
+        detail.append((round(u1 - u0, 3), round(s1 - s0, 3), f1 - f0))
+    return res, wall, cpu
 
 
 def _interleave(sides: dict, repeats: int):
     "sides: name -> zero-argument callable. Returns {name: [(wall, cpu), ...]} in the interleaved order."
     names = list(sides)
-    runs = {n: [] for n in names}
+    runs, detail = {n: [] for n in names}, {n: [] for n in names}
     for r in range(repeats):
         for n in (names if r % 2 == 0 else names[::-1]):
-            _, wall, cpu = _timed(sides[n])
+            _, wall, cpu = _timed(sides[n], detail[n])
             runs[n].append((wall, cpu))
-    return runs
+    return runs, detail
 
 
 def _bars(rows: int, path: str | None):
@@ -114,7 +125,7 @@ def features(args):
     load_before = _load()
     frames = [peer_input.copy() for _ in range(args.repeats)]   # a fresh frame per peer run (ta adds columns to it)
     it = iter(frames)
-    runs = _interleave({"scalp_lib": ours, "ta": lambda: peer_on(next(it))()}, args.repeats)
+    runs, detail = _interleave({"scalp_lib": ours, "ta": lambda: peer_on(next(it))()}, args.repeats)
     load_after = _load()
 
     med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in runs.items()}
@@ -124,6 +135,7 @@ def features(args):
         "features": {"scalp_lib": n_ours, "ta": n_peer},
         "wall_s": {k: [round(w, 3) for w, _ in v] for k, v in runs.items()},
         "cpu_s": {k: [round(c, 3) for _, c in v] for k, v in runs.items()},
+        "user_sys_s_page_faults": detail,
         "median_bars_per_s_wall": {k: round(n / m[0]) for k, m in med.items()},
         "median_bars_per_s_cpu": {k: round(n / m[1]) for k, m in med.items()},
         "ratio_wall_median": round(med["ta"][0] / med["scalp_lib"][0], 3),
@@ -139,6 +151,8 @@ def features(args):
     print(f"{'':12s} {'features':>9s} {'median wall s':>14s} {'bars/s (wall)':>14s} {'median CPU s':>13s} {'bars/s (CPU)':>13s}")
     for k in ("scalp_lib", "ta"):
         print(f"{k:12s} {res['features'][k]:9d} {med[k][0]:14.3f} {n / med[k][0]:14,.0f} {med[k][1]:13.3f} {n / med[k][1]:13,.0f}")
+    for k in ("scalp_lib", "ta"):
+        print(f"  {k}: (user s, system s, page faults) per run {detail[k]}")
     print(f"scalp_lib / ta speed: {res['ratio_wall_median']}x (wall, medians), {res['ratio_cpu_median']}x (CPU); "
           f"per repeat {per_repeat}")
     print(f"scalp_lib first call on 20,000 bars (numba cache load or compile): {compile_wall:.2f} s")

@@ -149,7 +149,7 @@ def _frame(vals:np.ndarray, # (k, n) float32, one row per feature
     "A group's features as a DataFrame without a copy."
     return pd.DataFrame(vals.T, index=index, columns=list(names), copy=False)
 
-# %% ../nbs/02_features.ipynb #a5e6e86d
+# %% ../nbs/02_features.ipynb #b399d645
 @_jit
 def _roll_sum(x, w):
     "pandas `rolling(w, min_periods=w).sum()`: Kahan-compensated running sum; a window of one repeated value is exact."
@@ -236,7 +236,7 @@ def _roll_mean(x, w):
             out[i] = _NAN
     return out
 
-# %% ../nbs/02_features.ipynb #03700478
+# %% ../nbs/02_features.ipynb #946f14af
 _INV_COND_TOL = float(np.finfo(np.float64).eps * 1e3)   # pandas' threshold for recomputing a rolling variance
 
 @_jit
@@ -333,33 +333,32 @@ def _roll_std2(x, wx, y, wy, ddof):
             oy[i] = 0.0 if var < 0 else math.sqrt(var)
     return ox, oy
 
-# %% ../nbs/02_features.ipynb #f66ca0e1
+# %% ../nbs/02_features.ipynb #ecdbc2bf
 @_jit
 def _roll_max(x, w, is_max):
     "pandas `rolling(w, min_periods=w).max()` (`.min()` when is_max is False), van Herk / Gil-Werman."
     n = len(x)
-    out = np.empty(n)
-    pre, suf = np.empty(n), np.empty(n)
-    k = 0                                          # position inside the block of w bars
-    for i in range(n):                             # pre[i]: extreme of x from the start of i's block to i
-        pre[i] = x[i] if k == 0 else (max(pre[i - 1], x[i]) if is_max else min(pre[i - 1], x[i]))
-        k = k + 1 if k + 1 < w else 0
-    k = (n - 1) % w if n else 0
+    out, suf = np.empty(n), np.empty(n)
+    k = (n - 1) % w if n else 0                    # position of i inside its block of w bars
     for i in range(n - 1, -1, -1):                 # suf[i]: extreme of x from i to the end of i's block
         last = i == n - 1 or k == w - 1
         suf[i] = x[i] if last else (max(suf[i + 1], x[i]) if is_max else min(suf[i + 1], x[i]))
         k = k - 1 if k > 0 else w - 1
+    pre = 0.0                                      # extreme of x from the start of i's block to i
     nans = 0                                       # NaN values inside the window
+    k = 0
     for i in range(n):
+        pre = x[i] if k == 0 else (max(pre, x[i]) if is_max else min(pre, x[i]))
+        k = k + 1 if k + 1 < w else 0
         if x[i] != x[i]: nans += 1
         if i >= w and x[i - w] != x[i - w]: nans -= 1
         if i < w - 1 or nans > 0: out[i] = _NAN
         else:
             j = i - w + 1                          # window x[j..i] = suffix of j's block + prefix of i's block
-            out[i] = max(suf[j], pre[i]) if is_max else min(suf[j], pre[i])
+            out[i] = max(suf[j], pre) if is_max else min(suf[j], pre)
     return out
 
-# %% ../nbs/02_features.ipynb #3471ab84
+# %% ../nbs/02_features.ipynb #85e25fb8
 def _com(alpha:float)->float: return (1 - alpha) / alpha   # the centre of mass pandas derives from `alpha`
 
 @_jit
@@ -392,7 +391,7 @@ def _ewm(x, com, minp):
         out[i] = y if nobs >= minp else _NAN       # warm-up: fewer than minp values
     return out
 
-# %% ../nbs/02_features.ipynb #2ef53bfb
+# %% ../nbs/02_features.ipynb #316bedf4
 _TICKS_PER_S = {'s': 1, 'ms': 1_000, 'us': 1_000_000, 'ns': 1_000_000_000}
 
 @_jit
@@ -1076,9 +1075,7 @@ class _ReportBuilder:
             self.shift_set[unset] = True
         x = np.where(f, x - self.shift[:, None], 0.0)
         w = f.astype(np.float64)
-        k = len(x)
-        s = np.concatenate([w, x, x * x]) @ w.T                      # pairwise counts, sums, sums of squares
-        self.n += s[:k]; self.sx += s[k:2 * k]; self.sxx += s[2 * k:]; self.sxy += x @ x.T
+        self.n += w @ w.T; self.sx += x @ w.T; self.sxx += (x * x) @ w.T; self.sxy += x @ x.T
 
     def finish(self, n_rows:int, lookbacks:dict, overlap:int, seconds:float, notes=None)->FeatureReport:
         with np.errstate(invalid='ignore', divide='ignore'):
@@ -1100,7 +1097,7 @@ class _ReportBuilder:
                               'constant': has & (self.mn == self.mx)}, index=pd.Index(self.names, name='feature'))
         return FeatureReport(n_rows, table, pairs, self.thr, dict(lookbacks), overlap, seconds, list(notes or []))
 
-# %% ../nbs/02_features.ipynb #b46e4214
+# %% ../nbs/02_features.ipynb #4577c526
 @_jit
 def _block_stats(out, s, e):
     """For each row of out[:, s:e] (float32; out C-contiguous): replace infinities by NaN in place, and return the
