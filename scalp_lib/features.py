@@ -9,6 +9,7 @@ import math
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -149,7 +150,7 @@ def _frame(vals:np.ndarray, # (k, n) float32, one row per feature
     "A group's features as a DataFrame without a copy."
     return pd.DataFrame(vals.T, index=index, columns=list(names), copy=False)
 
-# %% ../nbs/02_features.ipynb #b399d645
+# %% ../nbs/02_features.ipynb #3de22398
 @_jit
 def _roll_sum(x, w):
     "pandas `rolling(w, min_periods=w).sum()`: Kahan-compensated running sum; a window of one repeated value is exact."
@@ -236,7 +237,7 @@ def _roll_mean(x, w):
             out[i] = _NAN
     return out
 
-# %% ../nbs/02_features.ipynb #946f14af
+# %% ../nbs/02_features.ipynb #ad30fb2b
 _INV_COND_TOL = float(np.finfo(np.float64).eps * 1e3)   # pandas' threshold for recomputing a rolling variance
 
 @_jit
@@ -333,7 +334,7 @@ def _roll_std2(x, wx, y, wy, ddof):
             oy[i] = 0.0 if var < 0 else math.sqrt(var)
     return ox, oy
 
-# %% ../nbs/02_features.ipynb #ecdbc2bf
+# %% ../nbs/02_features.ipynb #6f5f14ae
 @_jit
 def _roll_max(x, w, is_max):
     "pandas `rolling(w, min_periods=w).max()` (`.min()` when is_max is False), van Herk / Gil-Werman."
@@ -358,7 +359,7 @@ def _roll_max(x, w, is_max):
             out[i] = max(suf[j], pre) if is_max else min(suf[j], pre)
     return out
 
-# %% ../nbs/02_features.ipynb #85e25fb8
+# %% ../nbs/02_features.ipynb #3cd5287a
 def _com(alpha:float)->float: return (1 - alpha) / alpha   # the centre of mass pandas derives from `alpha`
 
 @_jit
@@ -391,7 +392,7 @@ def _ewm(x, com, minp):
         out[i] = y if nobs >= minp else _NAN       # warm-up: fewer than minp values
     return out
 
-# %% ../nbs/02_features.ipynb #316bedf4
+# %% ../nbs/02_features.ipynb #9390b232
 _TICKS_PER_S = {'s': 1, 'ms': 1_000, 'us': 1_000_000, 'ns': 1_000_000_000}
 
 @_jit
@@ -1097,7 +1098,7 @@ class _ReportBuilder:
                               'constant': has & (self.mn == self.mx)}, index=pd.Index(self.names, name='feature'))
         return FeatureReport(n_rows, table, pairs, self.thr, dict(lookbacks), overlap, seconds, list(notes or []))
 
-# %% ../nbs/02_features.ipynb #4577c526
+# %% ../nbs/02_features.ipynb #ad5a02d3
 @_jit
 def _block_stats(out, s, e):
     """For each row of out[:, s:e] (float32; out C-contiguous): replace infinities by NaN in place, and return the
@@ -1400,11 +1401,18 @@ def generate_features_chunked(source, # bar file (CSV, CSV.gz, Parquet), a bar D
     tmp = out_path.with_name(out_path.name + '.partial')
     buf, buf0 = None, 0      # bars kept in memory and the global row of their first bar
     done, n_read = 0, 0      # next block start; rows read so far
-    writer, rb = None, None
-    arena, block = _Arena(), None   # scratch memory reused block after block: the groups' outputs, the block's features
+    writer, rb, arena = None, None, _Arena()   # arena: scratch memory for the groups' outputs, reused block after block
+    blocks, n_blocks = [None, None], 0         # two feature buffers: one is written to Parquet while the next is computed
+    pool, pending = ThreadPoolExecutor(max_workers=1), None   # the writing thread (pyarrow releases the GIL) and its job
+
+    def write(vals, index, names):
+        nonlocal writer
+        table = pa.Table.from_pandas(pd.DataFrame(vals.T, index=index, columns=names, copy=False), preserve_index=True)
+        if writer is None: writer = pq.ParquetWriter(tmp, table.schema, use_dictionary=False)  # floats: dictionaries cost 4x the time
+        writer.write_table(table)
 
     def emit(e):
-        nonlocal done, writer, rb, block
+        nonlocal done, rb, n_blocks, pending
         s = done
         sess_start, clock = s, None
         if plan.session_anchored:
@@ -1413,15 +1421,14 @@ def generate_features_chunked(source, # bar file (CSV, CSV.gz, Parquet), a bar D
         a = plan.start_row(s, sess_start)
         if a < buf0: raise FeatureError(f"internal: block at row {s} needs row {a}, buffer starts at {buf0}")
         if plan.session_anchored: clock = _clock_rows(full, a - buf0, e - buf0)
-        names, owners, vals, stats = plan.compute(buf.iloc[a - buf0:e - buf0], s - a, block, 0, clock, arena)
-        if block is None: block = np.empty((len(names), G), np.float32)
-        if writer is None:
-            rb = _ReportBuilder(names, owners, plan.corr_threshold)
-        frame = pd.DataFrame(vals.T, index=buf.index[s - buf0:e - buf0], columns=names, copy=False)
-        table = pa.Table.from_pandas(frame, preserve_index=True)
-        if writer is None: writer = pq.ParquetWriter(tmp, table.schema, use_dictionary=False)  # floats: dictionaries cost 4x the time
-        writer.write_table(table)
+        slot = n_blocks % 2                    # its last writer finished before the previous block was handed over
+        names, owners, vals, stats = plan.compute(buf.iloc[a - buf0:e - buf0], s - a, blocks[slot], 0, clock, arena)
+        if blocks[slot] is None: blocks[slot] = np.empty((len(names), G), np.float32)
+        if rb is None: rb = _ReportBuilder(names, owners, plan.corr_threshold)
         rb.add(vals, stats, s)
+        if pending is not None: pending.result()              # at most one block waits to be written
+        pending = pool.submit(write, vals, buf.index[s - buf0:e - buf0], names)
+        n_blocks += 1
         done = e
 
     try:
@@ -1450,10 +1457,12 @@ def generate_features_chunked(source, # bar file (CSV, CSV.gz, Parquet), a bar D
             if done < n_read:
                 bar.update(n_read - done)
                 emit(n_read)
+        if pending is not None: pending.result()
         if writer is None: raise FeatureError("source holds no bars")
         writer.close(); writer = None
         os.replace(tmp, out_path)
     finally:
+        pool.shutdown(wait=True)               # a write still running (after an error) ends before the file is closed
         if writer is not None: writer.close()
         if tmp.exists(): tmp.unlink()
     return rb.finish(n_read, plan.lookbacks, plan.overlap, time.perf_counter() - t0, notes)
