@@ -472,6 +472,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'scalp_lib.features._opening_range_kernel': ( 'features.html#_opening_range_kernel',
                                                                                   'scalp_lib/features.py'),
                                     'scalp_lib.features._out': ('features.html#_out', 'scalp_lib/features.py'),
+                                    'scalp_lib.features._output_array': ('features.html#_output_array', 'scalp_lib/features.py'),
                                     'scalp_lib.features._returns_kernel': ('features.html#_returns_kernel', 'scalp_lib/features.py'),
                                     'scalp_lib.features._roll_max': ('features.html#_roll_max', 'scalp_lib/features.py'),
                                     'scalp_lib.features._roll_mean': ('features.html#_roll_mean', 'scalp_lib/features.py'),
