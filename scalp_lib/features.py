@@ -6,16 +6,20 @@
 from __future__ import annotations
 import inspect
 import math
+import mmap
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
+import numba
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 from .config import ScalpLibError, InstrumentSpec, get_instrument, load_settings, section_defaults
-from .data import OHLCV, session_dates, minutes_since_open, load_bars, iter_raw_chunks
+from .data import OHLCV, load_bars, iter_raw_chunks
 
 # %% auto #0
 __all__ = ['FeatureError', 'UnknownFeatureGroupError', 'FeatureGroup', 'register_feature_group', 'unregister_feature_group',
@@ -99,27 +103,19 @@ def feature_groups()->pd.DataFrame:
     return pd.DataFrame(rows, columns=['group','default','lookback_bars','session_anchored','params','summary']).set_index('group')
 
 # %% ../nbs/02_features.ipynb #01a2146d
-def _safe_div(num, # numerator (array or scalar)
-              den, # denominator
-              fill:float=np.nan, # result where den == 0
-             )->np.ndarray: # float64; never +-inf from a zero denominator
-    "num / den, with `fill` where the denominator is zero."
-    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
-    out = np.full(np.broadcast_shapes(num.shape, den.shape), fill, np.float64)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
+_jit = numba.njit(cache=True, nogil=True, error_model='numpy')  # compiled once per machine; x / 0 is IEEE, as numpy
+_NAN = np.nan
 
-def _lag(x:np.ndarray, k:int)->np.ndarray:
-    "`x` delayed by k >= 1 bars (NaN for the first k)."
-    out = np.full(len(x), np.nan)
-    if k < len(x): out[k:] = x[:len(x) - k]
-    return out
+@_jit
+def _div(num, den, fill):
+    "num / den, or `fill` where den == 0 (NaN stays NaN): the only way features divide."
+    return num / den if den != 0 else fill
 
-def _rolling(x, w:int): return pd.Series(x).rolling(int(w), min_periods=int(w))
-
-def _ewm_mean(x, alpha:float, min_periods:int)->np.ndarray:
-    "Recursive EWM y_t = alpha x_t + (1 - alpha) y_{t-1}, started at the first value (Wilder when alpha = 1/n)."
-    return pd.Series(x).ewm(alpha=alpha, adjust=False, min_periods=int(min_periods)).mean().to_numpy()
+@_jit
+def _clip(x, lo, hi):
+    "x clipped to [lo, hi]; NaN stays NaN (as np.clip)."
+    if x != x: return x
+    return lo if x < lo else (hi if x > hi else x)
 
 def _ewm_lookback(alpha:float, tol:float=1e-8)->int:
     "Bars after which an EWM's starting value weighs less than `tol`: its effective, finite memory."
@@ -127,19 +123,325 @@ def _ewm_lookback(alpha:float, tol:float=1e-8)->int:
 
 def _ohlcv(df:pd.DataFrame)->tuple: return tuple(df[k].to_numpy(np.float64) for k in OHLCV)
 
-def _session_start_rows(sess:np.ndarray)->np.ndarray:
-    "For every row, the position of the first row of its session (rows are in time order)."
-    new = np.ones(len(sess), bool)
-    new[1:] = sess[1:] != sess[:-1]
-    first = np.flatnonzero(new)
-    return first[np.cumsum(new) - 1]
+def _ints(xs)->np.ndarray:
+    "Window or horizon parameters (a tuple of ints) as an int64 array for the kernels."
+    return np.asarray([int(x) for x in xs], np.int64).reshape(-1)
 
-def _session_cumsum(x:np.ndarray, start:np.ndarray)->np.ndarray:
-    "Cumulative sum of x restarted at each session's first row."
-    cs = np.cumsum(x)
-    return cs - (cs[start] - x[start])
+_BLOCK = threading.local()   # while _FeaturePlan.compute runs: .memo (values shared by the block's groups), .arena
+
+class _Arena:
+    "Output buffers of the built-in groups, reused block after block: fresh memory costs a page fault per 4 KiB."
+    def __init__(self): self.bufs, self.i = [], 0
+    def take(self, size:int)->np.ndarray:
+        if self.i == len(self.bufs): self.bufs.append(np.empty(0, np.float32))
+        if self.bufs[self.i].size < size: self.bufs[self.i] = np.empty(size, np.float32)
+        self.i += 1
+        return self.bufs[self.i - 1][:size]
+
+def _out(k:int, n:int)->np.ndarray:
+    """A (k, n) float32 output, feature-major (one row per feature). Inside an engine block it is scratch memory
+    reused by the next block (the engine copies it out first); called directly, a new array."""
+    arena = getattr(_BLOCK, 'arena', None)
+    return np.empty((k, n), np.float32) if arena is None else arena.take(k * n).reshape(k, n)
+
+def _frame(vals:np.ndarray, # (k, n) float32, one row per feature
+           names:list, # k feature names
+           index:pd.Index, # the bars' index
+          )->pd.DataFrame: # one column per feature, sharing `vals`' memory
+    "A group's features as a DataFrame without a copy."
+    return pd.DataFrame(vals.T, index=index, columns=list(names), copy=False)
+
+# %% ../nbs/02_features.ipynb #75268664
+@_jit
+def _roll_sum(x, w):
+    "pandas `rolling(w, min_periods=w).sum()`: Kahan-compensated running sum; a window of one repeated value is exact."
+    n = len(x)
+    out = np.empty(n)
+    s_x = c_add = c_rem = 0.0                 # running sum and the compensations of additions and removals
+    nobs = same = 0                           # non-NaN values in the window; length of the run of equal values
+    prev = _NAN                               # the last value added
+    for i in range(n):
+        s = max(i - w + 1, 0)                 # the window is x[s..i]
+        if i == 0 or s >= i:                  # first row (or w == 1): start afresh from x[s..i]
+            s_x = c_add = c_rem = 0.0
+            nobs = same = 0
+            prev = x[s]
+            lo = s
+        else:                                 # slide: remove x[i - w] (once the window is full), then add x[i]
+            lo = i
+            if i - w >= 0:
+                v = x[i - w]
+                if v == v:
+                    nobs -= 1
+                    y = -v - c_rem
+                    t = s_x + y
+                    c_rem = t - s_x - y
+                    s_x = t
+        for j in range(lo, i + 1):
+            v = x[j]
+            if v == v:
+                nobs += 1
+                y = v - c_add
+                t = s_x + y
+                c_add = t - s_x - y
+                s_x = t
+                same = same + 1 if v == prev else 1
+                prev = v
+        if nobs >= w: out[i] = prev * nobs if same >= nobs else s_x
+        else: out[i] = _NAN                   # warm-up: fewer than w values
+    return out
+
+@_jit
+def _roll_mean(x, w):
+    "pandas `rolling(w, min_periods=w).mean()`: the Kahan sum of `_roll_sum`, the exact mean of a repeated value, sign guards."
+    n = len(x)
+    out = np.empty(n)
+    s_x = c_add = c_rem = 0.0
+    nobs = neg = same = 0                     # neg: negative values in the window (sign bit set)
+    prev = _NAN
+    for i in range(n):
+        s = max(i - w + 1, 0)
+        if i == 0 or s >= i:
+            s_x = c_add = c_rem = 0.0
+            nobs = neg = same = 0
+            prev = x[s]
+            lo = s
+        else:
+            lo = i
+            if i - w >= 0:
+                v = x[i - w]
+                if v == v:
+                    nobs -= 1
+                    y = -v - c_rem
+                    t = s_x + y
+                    c_rem = t - s_x - y
+                    s_x = t
+                    if math.copysign(1.0, v) < 0: neg -= 1
+        for j in range(lo, i + 1):
+            v = x[j]
+            if v == v:
+                nobs += 1
+                y = v - c_add
+                t = s_x + y
+                c_add = t - s_x - y
+                s_x = t
+                if math.copysign(1.0, v) < 0: neg += 1
+                same = same + 1 if v == prev else 1
+                prev = v
+        if nobs >= w and nobs > 0:
+            r = s_x / nobs
+            if same >= nobs: r = prev            # one repeated value: exactly that value
+            elif neg == 0 and r < 0: r = 0.0     # all values >= 0: the mean cannot be < 0
+            elif neg == nobs and r > 0: r = 0.0  # all values < 0: the mean cannot be > 0
+            out[i] = r
+        else:
+            out[i] = _NAN
+    return out
+
+# %% ../nbs/02_features.ipynb #75d3e459
+_INV_COND_TOL = float(np.finfo(np.float64).eps * 1e3)   # pandas' threshold for recomputing a rolling variance
+
+@_jit
+def _var_add(v, nobs, mean, ssq, comp, unstable):
+    "Add v to a Welford state (pandas `add_var`); `unstable` turns True on catastrophic cancellation."
+    prev_m2 = ssq
+    if v != v: return nobs, mean, ssq, comp, unstable
+    nobs += 1.0
+    prev_mean = mean - comp
+    y = v - comp
+    t = y - mean
+    comp = t + mean - y
+    mean = mean + t / nobs if nobs else 0.0
+    ssq = ssq + (v - prev_mean) * (v - mean)
+    if prev_m2 * _INV_COND_TOL > ssq: unstable = True
+    return nobs, mean, ssq, comp, unstable
+
+@_jit
+def _var_remove(v, nobs, mean, ssq, comp, unstable):
+    "Remove v from a Welford state (pandas `remove_var`)."
+    prev_m2 = ssq
+    if v == v:
+        nobs -= 1.0
+        if nobs:
+            prev_mean = mean - comp
+            y = v - comp
+            t = y - mean
+            comp = t + mean - y
+            mean = mean - t / nobs
+            ssq = ssq - (v - prev_mean) * (v - mean)
+            if prev_m2 * _INV_COND_TOL > ssq: unstable = True
+        else:
+            mean = ssq = 0.0
+            unstable = False
+    return nobs, mean, ssq, comp, unstable
+
+@_jit
+def _roll_std(x, w, ddof):
+    "pandas `rolling(w, min_periods=w).std(ddof)`: Welford, recomputing ill-conditioned windows; sqrt of a negative -> 0."
+    n = len(x)
+    out = np.empty(n)
+    nobs = mean = ssq = c_add = c_rem = 0.0
+    unstable = False
+    for i in range(n):
+        s = max(i - w + 1, 0)                      # the window is x[s..i]
+        fresh = i == 0 or s >= i
+        if not fresh:                              # slide: remove x[i - w], add x[i]
+            if i - w >= 0:
+                nobs, mean, ssq, c_rem, unstable = _var_remove(x[i - w], nobs, mean, ssq, c_rem, unstable)
+            nobs, mean, ssq, c_add, unstable = _var_add(x[i], nobs, mean, ssq, c_add, unstable)
+        if fresh or unstable:                      # (re)compute the window from scratch
+            nobs = mean = ssq = c_add = c_rem = 0.0
+            for j in range(s, i + 1):
+                nobs, mean, ssq, c_add, unstable = _var_add(x[j], nobs, mean, ssq, c_add, unstable)
+            unstable = False
+        if nobs >= max(w, 1) and nobs > ddof:
+            var = ssq / (nobs - ddof)
+            out[i] = 0.0 if var < 0 else math.sqrt(var)
+        else:
+            out[i] = _NAN                          # warm-up: fewer than w values (or not more than ddof)
+    return out
+
+@_jit
+def _roll_std2(x, wx, y, wy, ddof):
+    """_roll_std(x, wx, ddof) and _roll_std(y, wy, ddof) in one loop: the same operations, but two independent
+    dependency chains in flight at once (each update waits on a division; interleaved, the CPU overlaps them)."""
+    n = len(x)
+    ox, oy = np.empty(n), np.empty(n)
+    xn = xm = xs = xca = xcr = 0.0; xu = False
+    yn = ym = ys = yca = ycr = 0.0; yu = False
+    for i in range(n):
+        sx, sy = max(i - wx + 1, 0), max(i - wy + 1, 0)
+        fx, fy = i == 0 or sx >= i, i == 0 or sy >= i
+        if not fx:
+            if i - wx >= 0: xn, xm, xs, xcr, xu = _var_remove(x[i - wx], xn, xm, xs, xcr, xu)
+            xn, xm, xs, xca, xu = _var_add(x[i], xn, xm, xs, xca, xu)
+        if not fy:
+            if i - wy >= 0: yn, ym, ys, ycr, yu = _var_remove(y[i - wy], yn, ym, ys, ycr, yu)
+            yn, ym, ys, yca, yu = _var_add(y[i], yn, ym, ys, yca, yu)
+        if fx or xu:
+            xn = xm = xs = xca = xcr = 0.0
+            for j in range(sx, i + 1): xn, xm, xs, xca, xu = _var_add(x[j], xn, xm, xs, xca, xu)
+            xu = False
+        if fy or yu:
+            yn = ym = ys = yca = ycr = 0.0
+            for j in range(sy, i + 1): yn, ym, ys, yca, yu = _var_add(y[j], yn, ym, ys, yca, yu)
+            yu = False
+        ox[i], oy[i] = _NAN, _NAN
+        if xn >= max(wx, 1) and xn > ddof:
+            var = xs / (xn - ddof)
+            ox[i] = 0.0 if var < 0 else math.sqrt(var)
+        if yn >= max(wy, 1) and yn > ddof:
+            var = ys / (yn - ddof)
+            oy[i] = 0.0 if var < 0 else math.sqrt(var)
+    return ox, oy
+
+# %% ../nbs/02_features.ipynb #78c6fce6
+@_jit
+def _roll_max(x, w, is_max):
+    "pandas `rolling(w, min_periods=w).max()` (`.min()` when is_max is False), van Herk / Gil-Werman."
+    n = len(x)
+    out, suf = np.empty(n), np.empty(n)
+    k = (n - 1) % w if n else 0                    # position of i inside its block of w bars
+    for i in range(n - 1, -1, -1):                 # suf[i]: extreme of x from i to the end of i's block
+        last = i == n - 1 or k == w - 1
+        suf[i] = x[i] if last else (max(suf[i + 1], x[i]) if is_max else min(suf[i + 1], x[i]))
+        k = k - 1 if k > 0 else w - 1
+    pre = 0.0                                      # extreme of x from the start of i's block to i
+    nans = 0                                       # NaN values inside the window
+    k = 0
+    for i in range(n):
+        pre = x[i] if k == 0 else (max(pre, x[i]) if is_max else min(pre, x[i]))
+        k = k + 1 if k + 1 < w else 0
+        if x[i] != x[i]: nans += 1
+        if i >= w and x[i - w] != x[i - w]: nans -= 1
+        if i < w - 1 or nans > 0: out[i] = _NAN
+        else:
+            j = i - w + 1                          # window x[j..i] = suffix of j's block + prefix of i's block
+            out[i] = max(suf[j], pre) if is_max else min(suf[j], pre)
+    return out
+
+# %% ../nbs/02_features.ipynb #cfc31217
+def _com(alpha:float)->float: return (1 - alpha) / alpha   # the centre of mass pandas derives from `alpha`
+
+@_jit
+def _ewm(x, com, minp):
+    "pandas `ewm(com=com, adjust=False, min_periods=minp).mean()`: the same recursion, guards and warm-up."
+    n = len(x)
+    out = np.empty(n)
+    if n == 0: return out
+    alpha = 1.0 / (1.0 + com)
+    decay = 1.0 - alpha
+    new_wt = alpha
+    y = x[0]
+    nobs = 1 if y == y else 0
+    out[0] = y if nobs >= minp else _NAN
+    old_wt = 1.0
+    for i in range(1, n):
+        cur = x[i]
+        obs = cur == cur
+        if obs: nobs += 1
+        if y == y:
+            old_wt *= decay                        # a NaN in between (ignore_na=False) decays the old weight further
+            if obs:
+                if y != cur:                       # a constant series stays exactly constant
+                    if com == 1: new_wt = 1.0 - old_wt
+                    y = old_wt * y + new_wt * cur
+                    y /= old_wt + new_wt
+                old_wt = 1.0
+        elif obs:
+            y = cur                                # start at the first value
+        out[i] = y if nobs >= minp else _NAN       # warm-up: fewer than minp values
+    return out
+
+# %% ../nbs/02_features.ipynb #6e5adc05
+_TICKS_PER_S = {'s': 1, 'ms': 1_000, 'us': 1_000_000, 'ns': 1_000_000_000}
+
+@_jit
+def _clock_kernel(secs, open_min, shift_s):
+    "From local wall-clock seconds: session day number, minutes since the open, second of the day, session's first row."
+    n = len(secs)
+    day, since = np.empty(n, np.int64), np.empty(n, np.int64)
+    sod, start = np.empty(n, np.int64), np.empty(n, np.int64)
+    for i in range(n):
+        day[i] = (secs[i] + shift_s) // 86400          # trading date, days since 1970-01-01
+        sod[i] = secs[i] % 86400
+        since[i] = (sod[i] // 60 - open_min) % 1440
+        start[i] = i if i == 0 or day[i] != day[i - 1] else start[i - 1]
+    return day, since, sod, start
+
+def _clock_key(spec:InstrumentSpec)->tuple: return ('clock', spec.tz, spec.session_open, spec.overnight)
+
+def _clock_rows(clock:tuple, a:int, e:int)->tuple:
+    "The session clock of rows a..e-1 (a block's bars) from the clock of all bars: as if computed on those rows alone."
+    day, since, sod, start = clock
+    return day[a:e], since[a:e], sod[a:e], np.maximum(start[a:e], a) - a
+
+def _session_clock(index:pd.DatetimeIndex, # tz-aware bar stamps, in time order
+                   spec:InstrumentSpec, # instrument: exchange time zone and session open
+                  )->tuple: # int64 arrays: session day number, minutes since the open, second of the local day, first row of the session
+    "Per bar: trading date (days since 1970-01-01), minutes since the session open, second of the day, session's first row."
+    key = _clock_key(spec)
+    memo = getattr(_BLOCK, 'memo', None)
+    if memo is not None and memo['index'] is index and key in memo: return memo[key]
+    local = index.tz_convert(spec.tz).tz_localize(None)
+    secs = local.asi8 // _TICKS_PER_S[np.datetime_data(local.dtype)[0]]
+    open_min = spec.session_open.hour * 60 + spec.session_open.minute
+    res = _clock_kernel(secs, open_min, (24 * 60 - open_min) * 60 if spec.overnight else 0)
+    if memo is not None and memo['index'] is index: memo[key] = res
+    return res
 
 # %% ../nbs/02_features.ipynb #71faf405
+@_jit
+def _returns_kernel(c, lc, horizons, tick_horizons, tick, out):
+    "Row per horizon h: lc[i] - lc[i - h], then (c[i] - c[i - h]) / tick per tick horizon; NaN for the first h rows."
+    n = len(c)
+    for r in range(len(horizons)):
+        h = horizons[r]
+        for i in range(n): out[r, i] = lc[i] - lc[i - h] if i >= h else _NAN
+    for r in range(len(tick_horizons)):
+        h = tick_horizons[r]
+        for i in range(n): out[len(horizons) + r, i] = (c[i] - c[i - h]) / tick if i >= h else _NAN
+
 def returns_features(df:pd.DataFrame, # bars: OHLCV columns, tz-aware index
                      spec:InstrumentSpec, # instrument (tick size)
                      horizons=(1, 5, 15, 30, 60), # log-return horizons, bars
@@ -147,42 +449,77 @@ def returns_features(df:pd.DataFrame, # bars: OHLCV columns, tz-aware index
                     )->pd.DataFrame:
     "Log returns of the close over several horizons, and close-to-close changes in ticks."
     c = df['close'].to_numpy(np.float64)
-    lc = np.log(c)
-    out = {f'log_ret_{h}': lc - _lag(lc, h) for h in horizons}
-    out.update({f'chg_{h}_ticks': (c - _lag(c, h)) / spec.tick_size for h in tick_horizons})
-    return pd.DataFrame(out, index=df.index, copy=False)
+    hs, ths = _ints(horizons), _ints(tick_horizons)
+    out = _out(len(hs) + len(ths), len(c))
+    _returns_kernel(c, np.log(c), hs, ths, float(spec.tick_size), out)
+    return _frame(out, [f'log_ret_{h}' for h in horizons] + [f'chg_{h}_ticks' for h in tick_horizons], df.index)
 
 register_feature_group('returns', returns_features, lookback_bars=lambda p: max((*p['horizons'], *p['tick_horizons']), default=0))
 
 # %% ../nbs/02_features.ipynb #2387b163
+@_jit
+def _volatility_kernel(lc, hl2, gk, windows, pk_den, out):
+    """Per window w (rows 3q, 3q+1, 3q+2): 100 x rolling s.d. of 1-bar log returns; 100 x sqrt(mean ln(H/L)^2 / (4 ln 2));
+    100 x sqrt(mean Garman-Klass term); a negative mean from rounding counts as 0. Last row: the first two windows'
+    close-to-close ratio (1 where the second is 0). Warm-up: w returns (w + 1 bars) for the s.d., w bars for the means."""
+    n = len(lc)
+    r = np.empty(n)
+    r[0] = _NAN
+    for i in range(1, n): r[i] = lc[i] - lc[i - 1]
+    cc = np.empty((min(len(windows), 2), n))      # close-to-close values of the first two windows, for the ratio
+    sds = np.empty((len(windows), n))
+    for q in range(0, len(windows), 2):            # two s.d.s at a time (see _roll_std2)
+        if q + 1 < len(windows): sds[q], sds[q + 1] = _roll_std2(r, windows[q], r, windows[q + 1], 1)
+        else: sds[q] = _roll_std(r, windows[q], 1)
+    for q in range(len(windows)):
+        w = windows[q]
+        sd, m_pk, m_gk = sds[q], _roll_mean(hl2, w), _roll_mean(gk, w)
+        for i in range(n):
+            v = 100 * sd[i]
+            if q < 2: cc[q, i] = v
+            out[3 * q, i] = v
+            m = m_pk[i]
+            out[3 * q + 1, i] = 100 * math.sqrt((m if (m >= 0 or m != m) else 0.0) / pk_den)   # np.maximum(m, 0)
+            m = m_gk[i]
+            out[3 * q + 2, i] = 100 * math.sqrt(m if (m >= 0 or m != m) else 0.0)
+    if len(windows) >= 2:
+        for i in range(n): out[3 * len(windows), i] = _div(cc[0, i], cc[1, i], 1.0)
+
 def volatility_features(df:pd.DataFrame, # bars
                         spec:InstrumentSpec, # instrument
                         windows=(15, 60), # trailing windows, bars; the ratio uses the first two
                        )->pd.DataFrame:
     "Realised volatility per bar in percent: close-to-close, Parkinson and Garman-Klass, and a short/long ratio."
     o, h, l, c, _ = _ohlcv(df)
-    lc = np.log(c)
-    r = lc - _lag(lc, 1)
+    ws = _ints(windows)
     hl2 = np.log(h / l) ** 2
     gk = 0.5 * hl2 - (2 * np.log(2) - 1) * np.log(c / o) ** 2
-    out = {}
-    for w in windows:
-        out[f'rvol_cc_{w}_pct'] = 100 * _rolling(r, w).std().to_numpy()
-        out[f'rvol_pk_{w}_pct'] = 100 * np.sqrt(np.maximum(_rolling(hl2, w).mean().to_numpy(), 0) / (4 * np.log(2)))
-        out[f'rvol_gk_{w}_pct'] = 100 * np.sqrt(np.maximum(_rolling(gk, w).mean().to_numpy(), 0))
-    if len(windows) >= 2:
-        w0, w1 = windows[:2]
-        out[f'rvol_ratio_{w0}_{w1}'] = _safe_div(out[f'rvol_cc_{w0}_pct'], out[f'rvol_cc_{w1}_pct'], fill=1.0)
-    return pd.DataFrame(out, index=df.index, copy=False)
+    out = _out(3 * len(ws) + (len(ws) >= 2), len(c))
+    _volatility_kernel(np.log(c), hl2, gk, ws, float(4 * np.log(2)), out)
+    names = [f'rvol_{e}_{w}_pct' for w in windows for e in ('cc', 'pk', 'gk')]
+    if len(ws) >= 2: names.append(f'rvol_ratio_{windows[0]}_{windows[1]}')
+    return _frame(out, names, df.index)
 
 register_feature_group('volatility', volatility_features, lookback_bars=lambda p: max(p['windows']) + 1)
 
 # %% ../nbs/02_features.ipynb #5ad36963
-def _true_range(h, l, c)->np.ndarray:
-    pc = _lag(c, 1)
-    return np.fmax(h - l, np.fmax(np.abs(h - pc), np.abs(l - pc)))  # fmax: the first bar's TR is its range
+@_jit
+def _true_range(h, l, c):
+    "max(high - low, |high - previous close|, |low - previous close|); the first bar's true range is its range."
+    n = len(c)
+    tr = np.empty(n)
+    for i in range(n):
+        tr[i] = h[i] - l[i] if i == 0 else max(h[i] - l[i], max(abs(h[i] - c[i - 1]), abs(l[i] - c[i - 1])))
+    return tr
 
-def _atr(h, l, c, window:int)->np.ndarray: return _ewm_mean(_true_range(h, l, c), 1.0 / window, window)
+@_jit
+def _atr_kernel(h, l, c, window, com, tick, out):
+    "ATR (Wilder EWM of the true range, NaN for the first window - 1 bars) in ticks; range in ticks and in ATRs."
+    atr = _ewm(_true_range(h, l, c), com, window)
+    for i in range(len(c)):
+        out[0, i] = atr[i] / tick
+        out[1, i] = (h[i] - l[i]) / tick
+        out[2, i] = _div(h[i] - l[i], atr[i], 0.0)
 
 def atr_features(df:pd.DataFrame, # bars
                  spec:InstrumentSpec, # instrument (tick size)
@@ -190,29 +527,49 @@ def atr_features(df:pd.DataFrame, # bars
                 )->pd.DataFrame:
     "Average true range in ticks, and this bar's range in ticks and in ATRs (0 if the ATR is 0)."
     _, h, l, c, _ = _ohlcv(df)
-    atr = _atr(h, l, c, window)
-    return pd.DataFrame({f'atr_{window}_ticks': atr / spec.tick_size,
-                         'range_ticks': (h - l) / spec.tick_size,
-                         f'range_atr_{window}': _safe_div(h - l, atr, fill=0.0)}, index=df.index, copy=False)
+    out = _out(3, len(c))
+    _atr_kernel(h, l, c, int(window), _com(1.0 / window), float(spec.tick_size), out)
+    return _frame(out, [f'atr_{window}_ticks', 'range_ticks', f'range_atr_{window}'], df.index)
 
 register_feature_group('atr', atr_features, lookback_bars=lambda p: _ewm_lookback(1 / p['window']) + p['window'])
 
 # %% ../nbs/02_features.ipynb #b31210f5
+@_jit
+def _rsi_kernel(c, windows, coms, out):
+    "Per window w: 100 x up / (up + down) of Wilder EWMs of the close-to-close gains and losses (50 if both are 0)."
+    n = len(c)
+    up, dn = np.empty(n), np.empty(n)
+    up[0] = dn[0] = 0.0                            # no change before the first bar
+    for i in range(1, n):
+        d = c[i] - c[i - 1]
+        up[i] = d if d > 0 else 0.0
+        dn[i] = -d if d < 0 else 0.0
+    for q in range(len(windows)):
+        au, ad = _ewm(up, coms[q], windows[q]), _ewm(dn, coms[q], windows[q])   # NaN for the first w - 1 bars
+        for i in range(n): out[q, i] = 100 * _div(au[i], au[i] + ad[i], 0.5)
+
 def rsi_features(df:pd.DataFrame, # bars
                  spec:InstrumentSpec, # instrument
                  windows=(7, 14), # Wilder smoothing lengths, bars
                 )->pd.DataFrame:
     "Relative strength index (0-100, Wilder smoothing); 50 when there was no price change at all."
     c = df['close'].to_numpy(np.float64)
-    d = c - _lag(c, 1)
-    up, dn = np.where(d > 0, d, 0.0), np.where(d < 0, -d, 0.0)
-    out = {}
-    for w in windows:
-        au, ad = _ewm_mean(up, 1.0 / w, w), _ewm_mean(dn, 1.0 / w, w)
-        out[f'rsi_{w}'] = 100 * _safe_div(au, au + ad, fill=0.5)
-    return pd.DataFrame(out, index=df.index, copy=False)
+    out = _out(len(windows), len(c))
+    _rsi_kernel(c, _ints(windows), np.array([_com(1.0 / w) for w in windows], np.float64).reshape(-1), out)
+    return _frame(out, [f'rsi_{w}' for w in windows], df.index)
 
 register_feature_group('rsi', rsi_features, lookback_bars=lambda p: _ewm_lookback(1 / max(p['windows'])) + max(p['windows']))
+
+@_jit
+def _macd_kernel(h, l, c, fast, slow, signal, atr_window, coms, out):
+    "EMA(fast) - EMA(slow), its EMA(signal) and their difference, each divided by the ATR (0 where the ATR is 0)."
+    line = _ewm(c, coms[0], fast) - _ewm(c, coms[1], slow)      # NaN for the first slow - 1 bars
+    sig = _ewm(line, coms[2], signal)                          # starts at the line's first value
+    atr = _ewm(_true_range(h, l, c), coms[3], atr_window)
+    for i in range(len(c)):
+        out[0, i] = _div(line[i], atr[i], 0.0)
+        out[1, i] = _div(sig[i], atr[i], 0.0)
+        out[2, i] = _div(line[i] - sig[i], atr[i], 0.0)
 
 def macd_features(df:pd.DataFrame, # bars
                   spec:InstrumentSpec, # instrument
@@ -221,15 +578,23 @@ def macd_features(df:pd.DataFrame, # bars
                  )->pd.DataFrame:
     "MACD line, signal line and histogram in units of ATR (scale-free momentum; 0 where the ATR is 0)."
     _, h, l, c, _ = _ohlcv(df)
-    line = _ewm_mean(c, 2 / (fast + 1), fast) - _ewm_mean(c, 2 / (slow + 1), slow)
-    sig = _ewm_mean(line, 2 / (signal + 1), signal)
-    atr = _atr(h, l, c, atr_window)
-    return pd.DataFrame({'macd_atr': _safe_div(line, atr, 0.0), 'macd_signal_atr': _safe_div(sig, atr, 0.0),
-                         'macd_hist_atr': _safe_div(line - sig, atr, 0.0)}, index=df.index, copy=False)
+    out = _out(3, len(c))
+    coms = np.array([_com(2 / (fast + 1)), _com(2 / (slow + 1)), _com(2 / (signal + 1)), _com(1.0 / atr_window)])
+    _macd_kernel(h, l, c, int(fast), int(slow), int(signal), int(atr_window), coms, out)
+    return _frame(out, ['macd_atr', 'macd_signal_atr', 'macd_hist_atr'], df.index)
 
 register_feature_group('macd', macd_features, lookback_bars=lambda p: max(
     _ewm_lookback(2 / (p['slow'] + 1)) + p['slow'] + _ewm_lookback(2 / (p['signal'] + 1)) + p['signal'],
     _ewm_lookback(1 / p['atr_window']) + p['atr_window']))
+
+@_jit
+def _bollinger_kernel(c, window, n_std, width_mult, out):
+    "%b = (c - (mean - n_std sd)) / width (0.5 for zero width); width = 2 n_std sd in percent of the mean; NaN for window - 1 bars."
+    mid, sd = _roll_mean(c, window), _roll_std(c, window, 0)
+    for i in range(len(c)):
+        width = width_mult * sd[i]
+        out[0, i] = _div(c[i] - (mid[i] - n_std * sd[i]), width, 0.5)
+        out[1, i] = 100 * width / mid[i]
 
 def bollinger_features(df:pd.DataFrame, # bars
                        spec:InstrumentSpec, # instrument
@@ -238,13 +603,22 @@ def bollinger_features(df:pd.DataFrame, # bars
                       )->pd.DataFrame:
     "Bollinger %b (0.5 for a zero-width band) and band width in percent of the moving average."
     c = df['close'].to_numpy(np.float64)
-    r = _rolling(c, window)
-    mid, sd = r.mean().to_numpy(), r.std(ddof=0).to_numpy()
-    width = 2 * n_std * sd
-    return pd.DataFrame({f'bb_pctb_{window}': _safe_div(c - (mid - n_std * sd), width, fill=0.5),
-                         f'bb_width_{window}_pct': 100 * width / mid}, index=df.index, copy=False)
+    out = _out(2, len(c))
+    _bollinger_kernel(c, int(window), float(n_std), float(2 * n_std), out)
+    return _frame(out, [f'bb_pctb_{window}', f'bb_width_{window}_pct'], df.index)
 
 register_feature_group('bollinger', bollinger_features, lookback_bars=lambda p: p['window'])
+
+@_jit
+def _stochastic_kernel(h, l, c, window, smooth, out):
+    "%K = 100 (c - lowest low) / (highest high - lowest low) over `window` bars (50 for a flat window); %D its `smooth`-bar mean."
+    ll, hh = _roll_max(l, window, False), _roll_max(h, window, True)
+    k = np.empty(len(c))
+    for i in range(len(c)):
+        k[i] = 100 * _div(c[i] - ll[i], hh[i] - ll[i], 0.5)
+        out[0, i] = k[i]
+    d = _roll_mean(k, smooth)                      # NaN until `smooth` values of %K exist
+    for i in range(len(c)): out[1, i] = d[i]
 
 def stochastic_features(df:pd.DataFrame, # bars
                         spec:InstrumentSpec, # instrument
@@ -253,13 +627,23 @@ def stochastic_features(df:pd.DataFrame, # bars
                        )->pd.DataFrame:
     "Stochastic oscillator %K and its moving average %D (0-100); 50 when the window's range is zero."
     _, h, l, c, _ = _ohlcv(df)
-    ll, hh = _rolling(l, window).min().to_numpy(), _rolling(h, window).max().to_numpy()
-    k = 100 * _safe_div(c - ll, hh - ll, fill=0.5)
-    return pd.DataFrame({f'stoch_k_{window}': k, f'stoch_d_{window}': _rolling(k, smooth).mean().to_numpy()}, index=df.index, copy=False)
+    out = _out(2, len(c))
+    _stochastic_kernel(h, l, c, int(window), int(smooth), out)
+    return _frame(out, [f'stoch_k_{window}', f'stoch_d_{window}'], df.index)
 
 register_feature_group('stochastic', stochastic_features, lookback_bars=lambda p: p['window'] + p['smooth'])
 
 # %% ../nbs/02_features.ipynb #f0b72ac7
+@_jit
+def _zscore_rows(x, windows, row0, out):
+    "Rows row0 + q: (x - rolling mean) / rolling s.d. (ddof 1) over windows[q]; 0 where the s.d. is 0, NaN for w - 1 bars."
+    for q in range(0, len(windows), 2):            # two windows at a time (see _roll_std2)
+        if q + 1 < len(windows): sd, sd2 = _roll_std2(x, windows[q], x, windows[q + 1], 1)
+        else: sd, sd2 = _roll_std(x, windows[q], 1), x
+        for p in range(q, min(q + 2, len(windows))):
+            m, s = _roll_mean(x, windows[p]), sd if p == q else sd2
+            for i in range(len(x)): out[row0 + p, i] = _div(x[i] - m[i], s[i], 0.0)
+
 def zscore_features(df:pd.DataFrame, # bars
                     spec:InstrumentSpec, # instrument
                     price_windows=(60, 240), # close z-score windows, bars
@@ -267,40 +651,90 @@ def zscore_features(df:pd.DataFrame, # bars
                    )->pd.DataFrame:
     "Rolling z-scores of the close and of log(1 + volume); 0 when the window has no variation."
     _, _, _, c, v = _ohlcv(df)
-    lv = np.log1p(v)
-    out = {}
-    for w in price_windows:
-        r = _rolling(c, w)
-        out[f'close_z_{w}'] = _safe_div(c - r.mean().to_numpy(), r.std().to_numpy(), fill=0.0)
-    for w in volume_windows:
-        r = _rolling(lv, w)
-        out[f'volume_z_{w}'] = _safe_div(lv - r.mean().to_numpy(), r.std().to_numpy(), fill=0.0)
-    return pd.DataFrame(out, index=df.index, copy=False)
+    pw, vw = _ints(price_windows), _ints(volume_windows)
+    out = _out(len(pw) + len(vw), len(c))
+    _zscore_rows(c, pw, 0, out)
+    _zscore_rows(np.log1p(v), vw, len(pw), out)
+    return _frame(out, [f'close_z_{w}' for w in price_windows] + [f'volume_z_{w}' for w in volume_windows], df.index)
 
 register_feature_group('zscore', zscore_features, lookback_bars=lambda p: max((*p['price_windows'], *p['volume_windows']), default=0))
 
 # %% ../nbs/02_features.ipynb #92a7cf66
+@_jit
+def _vwap_kernel(h, l, c, v, start, slope_bars, tick, out):
+    """Session VWAP of the typical price (h + l + c) / 3, centred on the session's first typical price (keeps the
+    variance sums accurate). The session sums are running sums over the block minus their value before the session's
+    first row, as numpy's cumsum computes them. NaN before the session's first traded contract."""
+    n = len(c)
+    vwap = np.empty(n)
+    cs_v = cs_vx = cs_vxx = 0.0                    # running sums of v, v x, v x^2 since the block's first row
+    off_v = off_vx = off_vxx = 0.0                 # their values before the current session's first row
+    tp0 = 0.0
+    for i in range(n):
+        tp = (h[i] + l[i] + c[i]) / 3
+        if i == start[i]: tp0 = tp
+        x = tp - tp0
+        vx = v[i] * x
+        vxx = vx * x
+        cs_v += v[i]; cs_vx += vx; cs_vxx += vxx
+        if i == start[i]: off_v, off_vx, off_vxx = cs_v - v[i], cs_vx - vx, cs_vxx - vxx
+        cv = cs_v - off_v
+        mean_x = _div(cs_vx - off_vx, cv, _NAN)
+        var = _div(cs_vxx - off_vxx, cv, _NAN) - mean_x * mean_x
+        var = var if (var >= 0 or var != var) else 0.0
+        vwap[i] = tp0 + mean_x
+        back = max(i - slope_bars, start[i])        # within the session
+        out[0, i] = (c[i] - vwap[i]) / tick
+        out[1, i] = _div(c[i] - vwap[i], math.sqrt(var), 0.0)
+        out[2, i] = (vwap[i] - vwap[back]) / tick
+
 def vwap_features(df:pd.DataFrame, # bars
                   spec:InstrumentSpec, # instrument (tick size, session calendar)
                   slope_bars=5, # VWAP slope horizon, bars (within the session)
                  )->pd.DataFrame:
     "Session-anchored VWAP: distance of the close in ticks and in session s.d., and the VWAP slope in ticks."
     _, h, l, c, v = _ohlcv(df)
-    start = _session_start_rows(session_dates(df.index, spec))
-    tp = (h + l + c) / 3
-    x = tp - tp[start]  # centred on the session's first price: keeps the variance sums accurate
-    cv = _session_cumsum(v, start)
-    mean_x = _safe_div(_session_cumsum(v * x, start), cv)
-    var = np.maximum(_safe_div(_session_cumsum(v * x * x, start), cv) - mean_x ** 2, 0.0)
-    vwap = tp[start] + mean_x
-    back = np.maximum(np.arange(len(c)) - slope_bars, start)
-    return pd.DataFrame({'vwap_dist_ticks': (c - vwap) / spec.tick_size,
-                         'vwap_dist_sd': _safe_div(c - vwap, np.sqrt(var), fill=0.0),
-                         f'vwap_slope_{slope_bars}_ticks': (vwap - vwap[back]) / spec.tick_size}, index=df.index, copy=False)
+    out = _out(3, len(c))
+    _vwap_kernel(h, l, c, v, _session_clock(df.index, spec)[3], int(slope_bars), float(spec.tick_size), out)
+    return _frame(out, ['vwap_dist_ticks', 'vwap_dist_sd', f'vwap_slope_{slope_bars}_ticks'], df.index)
 
 register_feature_group('vwap', vwap_features, lookback_bars=0, session_anchored=True)
 
 # %% ../nbs/02_features.ipynb #b97ce199
+@_jit
+def _volume_kernel(h, l, c, v, lv, log1p_means, imb_windows, tick_windows, out):
+    """Rows: log(1 + v) - log(1 + rolling mean v) per ratio window; the close-location value (0 for a flat bar);
+    per window, sum(clv v) / sum(v) and sum(sign(close change) v) / sum(v), in [-1, 1], 0 without volume.
+    Warm-up: w bars (w + 1 for the tick rule: the first bar has no change)."""
+    n = len(c)
+    nr = log1p_means.shape[0]
+    for q in range(nr):
+        for i in range(n): out[q, i] = lv[i] - log1p_means[q, i]
+    clv_v, sgn_v = np.empty(n), np.empty(n)
+    for i in range(n):
+        clv = _div((c[i] - l[i]) - (h[i] - c[i]), h[i] - l[i], 0.0)
+        out[nr, i] = clv
+        clv_v[i] = clv * v[i]
+        if i == 0: sgn_v[i] = _NAN
+        else:
+            d = c[i] - c[i - 1]
+            sgn_v[i] = (1.0 if d > 0 else (-1.0 if d < 0 else 0.0)) * v[i]
+    nw = len(imb_windows)
+    windows = np.concatenate((imb_windows, tick_windows))   # imbalance rows, then tick-rule rows
+    dens = np.empty((len(windows), n))              # rolling volume per window, each distinct window once
+    for q in range(len(windows)):
+        p = 0
+        while windows[p] != windows[q]: p += 1
+        dens[q] = _roll_sum(v, windows[q]) if p == q else dens[p]
+        num = _roll_sum(clv_v if q < nw else sgn_v, windows[q])
+        for i in range(n): out[nr + 1 + q, i] = _clip(_div(num[i], dens[q, i], 0.0), -1.0, 1.0)
+
+@_jit
+def _roll_means(v, windows):
+    out = np.empty((len(windows), len(v)))
+    for q in range(len(windows)): out[q] = _roll_mean(v, windows[q])
+    return out
+
 def volume_features(df:pd.DataFrame, # bars
                     spec:InstrumentSpec, # instrument
                     ratio_windows=(5, 20), # relative-volume windows, bars
@@ -309,23 +743,104 @@ def volume_features(df:pd.DataFrame, # bars
                    )->pd.DataFrame:
     "Relative volume and signed-volume order-flow proxies (close location, tick rule); never inf on zero volume."
     _, h, l, c, v = _ohlcv(df)
-    out = {f'vol_logratio_{w}': np.log1p(v) - np.log1p(_rolling(v, w).mean().to_numpy()) for w in ratio_windows}
-    clv = _safe_div((c - l) - (h - c), h - l, fill=0.0)
-    out['clv'] = clv
-    sign = np.sign(c - _lag(c, 1))
-    def imbalance(signed, w):
-        return np.clip(_safe_div(_rolling(signed, w).sum().to_numpy(), _rolling(v, w).sum().to_numpy(), fill=0.0), -1, 1)
-    out.update({f'clv_imb_{w}': imbalance(clv * v, w) for w in imbalance_windows})
-    out.update({f'tick_imb_{w}': imbalance(sign * v, w) for w in tick_windows})
-    return pd.DataFrame(out, index=df.index, copy=False)
+    rw, iw, tw = _ints(ratio_windows), _ints(imbalance_windows), _ints(tick_windows)
+    out = _out(len(rw) + 1 + len(iw) + len(tw), len(c))
+    _volume_kernel(h, l, c, v, np.log1p(v), np.log1p(_roll_means(v, rw)), iw, tw, out)
+    names = ([f'vol_logratio_{w}' for w in ratio_windows] + ['clv'] + [f'clv_imb_{w}' for w in imbalance_windows]
+             + [f'tick_imb_{w}' for w in tick_windows])
+    return _frame(out, names, df.index)
 
 register_feature_group('volume', volume_features, lookback_bars=lambda p: max(
     (*p['ratio_windows'], *p['imbalance_windows'], *[w + 1 for w in p['tick_windows']]), default=0))
 
 # %% ../nbs/02_features.ipynb #53a04e95
 _VP_FIXED = 1 << 16        # fixed-point volume unit (1/65536 contract): integer sums are exact
-_VP_MAX_CELLS = 1 << 22    # cells of one sub-block matrix (32 MiB of int64)
-_VP_SUB_ROWS = 256         # output rows per sub-block (fastest on the benchmark machine)
+_VP_MAX_CELLS = 1 << 22    # a window may span at most _VP_MAX_CELLS / (window + 1) - 2 bins (the former dense limit)
+_VP_SUB_ROWS = 256         # headroom rows in the fixed-point overflow check (kept from the former dense layout)
+
+@_jit
+def _vp_spans(lo, hi, window, max_cells):
+    """Per row, the lowest and highest bin of the trailing `window` bars (fewer at the start), by van Herk /
+    Gil-Werman as in `_roll_max`; the widest such span; and the first row whose window is wider than `max_cells`
+    allows (-1: none)."""
+    n = len(lo)
+    wlo, whi = np.empty(n, np.int64), np.empty(n, np.int64)   # first: extremes from the start of each block to i
+    slo, shi = np.empty(n, np.int64), np.empty(n, np.int64)   # extremes from i to the end of its block
+    k = 0
+    for i in range(n):
+        wlo[i], whi[i] = (lo[i], hi[i]) if k == 0 else (min(wlo[i - 1], lo[i]), max(whi[i - 1], hi[i]))
+        k = k + 1 if k + 1 < window else 0
+    k = (n - 1) % window if n else 0
+    for i in range(n - 1, -1, -1):
+        last = i == n - 1 or k == window - 1
+        slo[i], shi[i] = (lo[i], hi[i]) if last else (min(slo[i + 1], lo[i]), max(shi[i + 1], hi[i]))
+        k = k - 1 if k > 0 else window - 1
+    widest, bad = 0, -1
+    for i in range(window - 1, n):                   # full windows: suffix of one block + prefix of the next
+        j = i - window + 1
+        wlo[i], whi[i] = min(slo[j], wlo[i]), max(shi[j], whi[i])
+        span = whi[i] - wlo[i]
+        widest = max(widest, span)
+        if bad < 0 and (window + 1) * (span + 2) > max_cells: bad = i
+    return wlo, whi, widest, bad
+
+@_jit
+def _vp_kernel(lo, hi, vol, window, q_lo, q_hi, wlo, whi, widest):
+    "VPOC, value-area low and high bins of the trailing `window` bars, updated bar by bar (see above)."
+    n = len(lo)
+    poc_o, val_o, vah_o = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    size = 1
+    while size < widest + 2: size *= 2
+    mask = size - 1
+    hist = np.zeros(size, np.int64)        # volume per bin, bin b at hist[b & mask]
+    total = 0                              # volume in the window
+    poc, maxv, dirty = 0, -1, False        # VPOC bin and its volume; dirty: the VPOC bin lost volume
+    p_lo = p_hi = 0                        # value-area pointers (bins) ...
+    c_lo = c_hi = 0                        # ... and the volume of every bin at or below each of them
+    for i in range(n):
+        if i >= window:                    # the bar leaving the window
+            j = i - window
+            a, b = lo[j], hi[j]
+            share = vol[j] // (b - a + 1)
+            if share:
+                for k in range(a, b + 1): hist[k & mask] -= share
+                total -= share * (b - a + 1)
+                c_lo -= share * min(max(p_lo - a + 1, 0), b - a + 1)
+                c_hi -= share * min(max(p_hi - a + 1, 0), b - a + 1)
+                if a <= poc <= b: dirty = True
+        a, b = lo[i], hi[i]                # the new bar
+        share = vol[i] // (b - a + 1)
+        if share:
+            for k in range(a, b + 1):
+                h = hist[k & mask] + share
+                hist[k & mask] = h
+                if not dirty and (h > maxv or (h == maxv and k < poc)): poc, maxv = k, h
+            total += share * (b - a + 1)
+            c_lo += share * min(max(p_lo - a + 1, 0), b - a + 1)
+            c_hi += share * min(max(p_hi - a + 1, 0), b - a + 1)
+        if i < window - 1: continue        # warm-up: fewer than `window` bars
+        if dirty:                          # rescan the window's bins for the lowest bin of maximum volume
+            maxv = -1
+            for k in range(wlo[i], whi[i] + 1):
+                if hist[k & mask] > maxv: poc, maxv = k, hist[k & mask]
+            dirty = False
+        if total <= 0: continue            # no volume in the window: no profile (NaN)
+        x = q_lo * total                   # p_lo: the first bin whose cumulative volume reaches x
+        if p_lo < wlo[i]: p_lo, c_lo = wlo[i], hist[wlo[i] & mask]   # every bin below the window is empty
+        if p_lo > whi[i]: p_lo, c_lo = whi[i], total
+        while c_lo < x:
+            p_lo += 1; c_lo += hist[p_lo & mask]
+        while c_lo - hist[p_lo & mask] >= x:
+            c_lo -= hist[p_lo & mask]; p_lo -= 1
+        x = q_hi * total
+        if p_hi < wlo[i]: p_hi, c_hi = wlo[i], hist[wlo[i] & mask]
+        if p_hi > whi[i]: p_hi, c_hi = whi[i], total
+        while c_hi < x:
+            p_hi += 1; c_hi += hist[p_hi & mask]
+        while c_hi - hist[p_hi & mask] >= x:
+            c_hi -= hist[p_hi & mask]; p_hi -= 1
+        poc_o[i], val_o[i], vah_o[i] = poc, p_lo, p_hi
+    return poc_o, val_o, vah_o
 
 def _vp_levels(lo:np.ndarray, # int64 bin of each bar's low
                hi:np.ndarray, # int64 bin of each bar's high (>= lo)
@@ -335,44 +850,27 @@ def _vp_levels(lo:np.ndarray, # int64 bin of each bar's low
                timestamps=None, # for error messages
               )->tuple: # poc, val, vah bins as float64 (NaN: fewer than `window` bars, or no volume)
     "Rolling volume-profile levels (VPOC, value-area low/high bins) over the trailing `window` bars."
-    n = len(lo)
-    poc, val, vah = (np.full(n, np.nan) for _ in range(3))
-    s = window - 1
-    while s < n:
-        m = min(_VP_SUB_ROWS, n - s)
-        while True:
-            a, e = s - window + 1, s + m
-            base = int(lo[a:e].min())
-            nb = int(hi[a:e].max()) - base + 2
-            if (e - a + 1) * nb <= _VP_MAX_CELLS or m == 1: break
-            m = max(1, m // 2)
-        if (e - a + 1) * nb > _VP_MAX_CELLS:
-            at = f" at {timestamps[s]}" if timestamps is not None else ''
-            raise FeatureError(f"volume profile: the {window} bars ending{at} span {nb - 2} bins; too wide for a profile "
-                               f"of {_VP_MAX_CELLS} cells. Use wider bins (settings [features] vp_bin_ticks) or check the data")
-        blo, bhi = lo[a:e] - base, hi[a:e] - base
-        share = vol[a:e] // (bhi - blo + 1)
-        P = np.zeros((e - a + 1, nb), np.int64)   # row 0 stays zero: the empty prefix
-        rows = np.arange(1, e - a + 1)
-        P[rows, blo] = share                      # each bar as a difference array along bins
-        P[rows, bhi + 1] -= share
-        np.cumsum(P, axis=0, out=P)               # prefix sums over bars
-        t = np.arange(s, e) - a + 1
-        H = P[t] - P[t - window]                  # the trailing window, still as a difference array
-        np.cumsum(H, axis=1, out=H)               # the window's profile, one row per output bar
-        top = H.argmax(axis=1)
-        np.cumsum(H, axis=1, out=H)
-        total = H[:, -1]
-        lo_b = (H < (q_lo * total)[:, None]).sum(axis=1)
-        hi_b = (H < (q_hi * total)[:, None]).sum(axis=1)
-        ok = total > 0
-        poc[s:e] = np.where(ok, top + base, np.nan)
-        val[s:e] = np.where(ok, lo_b + base, np.nan)
-        vah[s:e] = np.where(ok, hi_b + base, np.nan)
-        s = e
-    return poc, val, vah
+    lo, hi, vol = (np.ascontiguousarray(a, np.int64) for a in (lo, hi, vol))
+    wlo, whi, widest, bad = _vp_spans(lo, hi, int(window), _VP_MAX_CELLS)
+    if bad >= 0:
+        at = f" at {timestamps[bad]}" if timestamps is not None else ''
+        raise FeatureError(f"volume profile: the {window} bars ending{at} span {whi[bad] - wlo[bad]} bins; too wide for a profile "
+                           f"of {_VP_MAX_CELLS} cells. Use wider bins (settings [features] vp_bin_ticks) or check the data")
+    return _vp_kernel(lo, hi, vol, int(window), float(q_lo), float(q_hi), wlo, whi, widest)
 
 # %% ../nbs/02_features.ipynb #e70b1fd9
+@_jit
+def _vp_out_kernel(c, poc, val, vah, k, half, tick, out):
+    "Distances of the close to the VPOC and the value-area bounds (bin centres) in ticks, the area's width, va_pos."
+    for i in range(len(c)):
+        ct = c[i] / tick
+        cp, cl, ch = poc[i] * k + half, val[i] * k + half, vah[i] * k + half   # bin -> price in ticks
+        out[0, i] = ct - cp
+        out[1, i] = ct - ch
+        out[2, i] = ct - cl
+        out[3, i] = ch - cl
+        out[4, i] = _clip(_div(ct - cl, ch - cl, 0.5), -1.0, 2.0)
+
 def volume_profile_features(df:pd.DataFrame, # bars
                             spec:InstrumentSpec, # instrument (tick size)
                             window_bars=390, # trailing profile window, bars
@@ -392,28 +890,33 @@ def volume_profile_features(df:pd.DataFrame, # bars
     vol = np.round(v * _VP_FIXED).astype(np.int64)
     q = (1 - value_area_pct / 100) / 2
     poc, val, vah = _vp_levels(lo, hi, vol, int(window_bars), q, 1 - q, df.index)
-    centre = lambda b: b * k + (k - 1) / 2  # bin -> price in ticks
-    ct = c / tick
-    return pd.DataFrame({'vpoc_dist_ticks': ct - centre(poc), 'vah_dist_ticks': ct - centre(vah),
-                         'val_dist_ticks': ct - centre(val), 'va_width_ticks': centre(vah) - centre(val),
-                         'va_pos': np.clip(_safe_div(ct - centre(val), centre(vah) - centre(val), fill=0.5), -1, 2)},
-                        index=df.index, copy=False)
+    out = _out(5, len(c))
+    _vp_out_kernel(c, poc, val, vah, float(k), (k - 1) / 2, float(tick), out)
+    return _frame(out, ['vpoc_dist_ticks', 'vah_dist_ticks', 'val_dist_ticks', 'va_width_ticks', 'va_pos'], df.index)
 
 register_feature_group('volume_profile', volume_profile_features, lookback_bars=lambda p: p['window_bars'], settings_prefix='vp')
 
 # %% ../nbs/02_features.ipynb #30fd5d51
+@_jit
+def _time_kernel(day, since, sod, session_minutes, out):
+    "Rows 2-4: minutes since the open, minutes to the close, the trading date's weekday; returns the minute of the day."
+    minute_of_day = np.empty(len(day))
+    for i in range(len(day)):
+        minute_of_day[i] = float(sod[i] // 3600 * 60 + sod[i] // 60 % 60) + (sod[i] % 60) / 60   # as hour*60 + minute + second/60
+        out[2, i] = since[i]
+        out[3, i] = session_minutes - float(since[i])
+        out[4, i] = (day[i] + 3) % 7               # 1970-01-01 was a Thursday (3)
+    return minute_of_day
+
 def time_features(df:pd.DataFrame, # bars
                   spec:InstrumentSpec, # instrument (exchange time zone, session times)
                  )->pd.DataFrame:
     "Cyclical time of day, minutes since the session open and until its close, and the trading date's weekday (0 = Monday)."
-    local = df.index.tz_convert(spec.tz)
-    minute_of_day = (local.hour * 60 + local.minute + local.second / 60).to_numpy(np.float64)
-    angle = 2 * np.pi * minute_of_day / 1440
-    since = minutes_since_open(df.index, spec).astype(np.float64)
-    weekday = (session_dates(df.index, spec).astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday (3)
-    return pd.DataFrame({'tod_sin': np.sin(angle), 'tod_cos': np.cos(angle), 'minutes_since_open': since,
-                         'minutes_to_close': spec.session_minutes - since, 'day_of_week': weekday.astype(np.float64)},
-                        index=df.index, copy=False)
+    day, since, sod, _ = _session_clock(df.index, spec)
+    out = _out(5, len(day))
+    angle = 2 * np.pi * _time_kernel(day, since, sod, float(spec.session_minutes), out) / 1440
+    out[0], out[1] = np.sin(angle), np.cos(angle)
+    return _frame(out, ['tod_sin', 'tod_cos', 'minutes_since_open', 'minutes_to_close', 'day_of_week'], df.index)
 
 register_feature_group('time', time_features, lookback_bars=0)
 
@@ -426,6 +929,22 @@ def _anchor_offset_minutes(anchor, spec:InstrumentSpec)->int:
     open_min = spec.session_open.hour * 60 + spec.session_open.minute
     return (hh * 60 + mm - open_min) % 1440
 
+@_jit
+def _opening_range_kernel(h, l, c, start, t, minutes, tick, out):
+    """High and low of the bars with 0 <= t < minutes (t: minutes since the anchor), running within each session;
+    NaN before the anchor and until the first bar of the range. Distances in ticks, width, position, completion."""
+    hi, lo = -np.inf, np.inf
+    for i in range(len(c)):
+        if i == start[i]: hi, lo = -np.inf, np.inf      # a new session: a new range
+        if 0 <= t[i] < minutes: hi, lo = max(hi, h[i]), min(lo, l[i])
+        known = t[i] >= 0 and hi > -np.inf
+        oh, ol = (hi, lo) if known else (_NAN, _NAN)
+        out[0, i] = (c[i] - oh) / tick
+        out[1, i] = (c[i] - ol) / tick
+        out[2, i] = (oh - ol) / tick
+        out[3, i] = _clip(_div(c[i] - ol, oh - ol, 0.5), -1.0, 2.0)
+        out[4, i] = 1.0 if t[i] >= minutes - 1 else 0.0
+
 def opening_range_features(df:pd.DataFrame, # bars
                            spec:InstrumentSpec, # instrument (session calendar, tick size)
                            minutes=30, # opening-range length, minutes
@@ -433,33 +952,43 @@ def opening_range_features(df:pd.DataFrame, # bars
                           )->pd.DataFrame:
     "Opening range: distance of the close to its high and low in ticks, its width, the close's position, completion."
     _, h, l, c, _ = _ohlcv(df)
-    start = _session_start_rows(session_dates(df.index, spec))
-    t = minutes_since_open(df.index, spec) - _anchor_offset_minutes(anchor, spec)  # minutes since the anchor
-    inside = (t >= 0) & (t < minutes)
-    or_hi = pd.Series(np.where(inside, h, -np.inf)).groupby(start).cummax().to_numpy()
-    or_lo = pd.Series(np.where(inside, l, np.inf)).groupby(start).cummin().to_numpy()
-    known = (t >= 0) & np.isfinite(or_hi)
-    or_hi, or_lo = np.where(known, or_hi, np.nan), np.where(known, or_lo, np.nan)
-    tick = spec.tick_size
-    return pd.DataFrame({'or_high_dist_ticks': (c - or_hi) / tick, 'or_low_dist_ticks': (c - or_lo) / tick,
-                         'or_width_ticks': (or_hi - or_lo) / tick,
-                         'or_pos': np.clip(_safe_div(c - or_lo, or_hi - or_lo, fill=0.5), -1, 2),
-                         'or_complete': (t >= minutes - 1).astype(np.float64)}, index=df.index, copy=False)
+    _, since, _, start = _session_clock(df.index, spec)
+    t = since - _anchor_offset_minutes(anchor, spec)  # minutes since the anchor
+    out = _out(5, len(c))
+    _opening_range_kernel(h, l, c, start, t, int(minutes), float(spec.tick_size), out)
+    return _frame(out, ['or_high_dist_ticks', 'or_low_dist_ticks', 'or_width_ticks', 'or_pos', 'or_complete'], df.index)
 
 register_feature_group('opening_range', opening_range_features, lookback_bars=0, session_anchored=True, settings_prefix='or')
 
 # %% ../nbs/02_features.ipynb #43fdaabc
+@_jit
+def _candle_kernel(o, h, l, c, out):
+    "Body, upper and lower wick over the bar's range (0 for a flat bar)."
+    for i in range(len(c)):
+        rng = h[i] - l[i]
+        out[0, i] = _div(c[i] - o[i], rng, 0.0)
+        out[1, i] = _div(h[i] - max(o[i], c[i]), rng, 0.0)
+        out[2, i] = _div(min(o[i], c[i]) - l[i], rng, 0.0)
+
 def candle_features(df:pd.DataFrame, # bars
                     spec:InstrumentSpec, # instrument
                    )->pd.DataFrame:
     "Bar shape relative to its range: signed body, upper and lower wick (all 0 for a flat bar)."
     o, h, l, c, _ = _ohlcv(df)
-    rng = h - l
-    return pd.DataFrame({'candle_body': _safe_div(c - o, rng, 0.0),
-                         'candle_upper_wick': _safe_div(h - np.maximum(o, c), rng, 0.0),
-                         'candle_lower_wick': _safe_div(np.minimum(o, c) - l, rng, 0.0)}, index=df.index, copy=False)
+    out = _out(3, len(c))
+    _candle_kernel(o, h, l, c, out)
+    return _frame(out, ['candle_body', 'candle_upper_wick', 'candle_lower_wick'], df.index)
 
 register_feature_group('candle', candle_features, lookback_bars=0)
+
+@_jit
+def _channel_kernel(h, l, c, windows, tick, out):
+    "Per window w: (c - highest high) / tick and (c - lowest low) / tick over the trailing w bars; NaN for w - 1 bars."
+    for q in range(len(windows)):
+        hh, ll = _roll_max(h, windows[q], True), _roll_max(l, windows[q], False)
+        for i in range(len(c)):
+            out[2 * q, i] = (c[i] - hh[i]) / tick
+            out[2 * q + 1, i] = (c[i] - ll[i]) / tick
 
 def channel_features(df:pd.DataFrame, # bars
                      spec:InstrumentSpec, # instrument (tick size)
@@ -467,11 +996,10 @@ def channel_features(df:pd.DataFrame, # bars
                     )->pd.DataFrame:
     "Distance of the close below the trailing high and above the trailing low (Donchian channel), in ticks."
     _, h, l, c, _ = _ohlcv(df)
-    out = {}
-    for w in windows:
-        out[f'high_dist_{w}_ticks'] = (c - _rolling(h, w).max().to_numpy()) / spec.tick_size
-        out[f'low_dist_{w}_ticks'] = (c - _rolling(l, w).min().to_numpy()) / spec.tick_size
-    return pd.DataFrame(out, index=df.index, copy=False)
+    ws = _ints(windows)
+    out = _out(2 * len(ws), len(c))
+    _channel_kernel(h, l, c, ws, float(spec.tick_size), out)
+    return _frame(out, [n for w in windows for n in (f'high_dist_{w}_ticks', f'low_dist_{w}_ticks')], df.index)
 
 register_feature_group('channel', channel_features, lookback_bars=lambda p: max(p['windows'], default=0))
 
@@ -530,28 +1058,26 @@ class _ReportBuilder:
         self.n = np.zeros((k, k)); self.sx = np.zeros((k, k)); self.sxx = np.zeros((k, k)); self.sxy = np.zeros((k, k))
 
     def add(self, vals:np.ndarray, # (k, m) float32 block, inf already replaced by NaN
-            infs:np.ndarray, # (k,) infinities replaced in this block
+            stats:tuple, # (nan, inf, first, min, max) per feature of this block, from _FeaturePlan.compute
             row0:int): # global row of the block's first column
-        fin = ~np.isnan(vals)
-        self.nan += (~fin).sum(axis=1); self.inf += infs
-        pending = self.warm < 0
-        if pending.any():
-            has = fin[pending].any(axis=1)
-            idx = np.flatnonzero(pending)[has]
-            self.warm[idx] = row0 + fin[idx].argmax(axis=1)
-        with np.errstate(invalid='ignore'):
-            self.mn = np.fmin(self.mn, np.fmin.reduce(vals, axis=1))   # fmin/fmax skip NaN
-            self.mx = np.fmax(self.mx, np.fmax.reduce(vals, axis=1))
-        rows = np.arange(row0, row0 + vals.shape[1])
-        pick = (rows < self.first_rows) | (rows % _CORR_EVERY == 0)
-        x, f = vals[:, pick].astype(np.float64), fin[:, pick]
+        nan, infs, first, mn, mx = stats
+        self.nan += nan; self.inf += infs
+        new = (self.warm < 0) & (first >= 0)
+        self.warm[new] = row0 + first[new]
+        self.mn = np.fmin(self.mn, mn)   # fmin/fmax skip NaN (a feature without any value in this block)
+        self.mx = np.fmax(self.mx, mx)
+        m = vals.shape[1]
+        f0 = min(max(self.first_rows - row0, 0), m)                 # the first rows of the run ...
+        j0 = f0 + (-(row0 + f0)) % _CORR_EVERY                       # ... then every 32nd row of the run
+        x = np.concatenate([vals[:, :f0], vals[:, j0::_CORR_EVERY]], axis=1).astype(np.float64)
+        f = ~np.isnan(x)
         unset = ~self.shift_set & f.any(axis=1)
         if unset.any():
             self.shift[unset] = x[unset, f[unset].argmax(axis=1)]
             self.shift_set[unset] = True
         x = np.where(f, x - self.shift[:, None], 0.0)
-        m = f.astype(np.float64)
-        self.n += m @ m.T; self.sx += x @ m.T; self.sxx += (x * x) @ m.T; self.sxy += x @ x.T
+        w = f.astype(np.float64)
+        self.n += w @ w.T; self.sx += x @ w.T; self.sxx += (x * x) @ w.T; self.sxy += x @ x.T
 
     def finish(self, n_rows:int, lookbacks:dict, overlap:int, seconds:float, notes=None)->FeatureReport:
         with np.errstate(invalid='ignore', divide='ignore'):
@@ -572,6 +1098,37 @@ class _ReportBuilder:
                               'min': np.where(has, self.mn, np.nan), 'max': np.where(has, self.mx, np.nan),
                               'constant': has & (self.mn == self.mx)}, index=pd.Index(self.names, name='feature'))
         return FeatureReport(n_rows, table, pairs, self.thr, dict(lookbacks), overlap, seconds, list(notes or []))
+
+# %% ../nbs/02_features.ipynb #e2041ef7
+@_jit
+def _block_stats(out, s, e):
+    """For each row of out[:, s:e] (float32; out C-contiguous): replace infinities by NaN in place, and return the
+    NaN count (replaced infinities included), the infinity count and the first position holding a value (-1: none)."""
+    k = out.shape[0]
+    nan, inf, first = np.zeros(k, np.int64), np.zeros(k, np.int64), np.full(k, -1, np.int64)
+    for r in range(k):
+        row = out[r, s:e]
+        n_nan = n_inf = 0
+        for j in range(len(row)): n_nan += np.int64(row[j] != row[j])           # two simple loops: both vectorised
+        for j in range(len(row)): n_inf += np.int64(np.abs(row[j]) == np.inf)
+        if n_inf:
+            for j in range(len(row)):
+                if np.abs(row[j]) == np.inf: row[j] = np.nan
+        nan[r], inf[r] = n_nan + n_inf, n_inf
+        j = 0
+        while j < len(row) and row[j] != row[j]: j += 1
+        if j < len(row): first[r] = j
+    return nan, inf, first
+
+def _output_array(k:int, # features
+                  n:int, # bars
+                 )->np.ndarray: # (k, n) float32, writable, zero-filled
+    """The run's feature array. From 64 MiB up it lives in its own anonymous memory map: numpy would ask the kernel
+    for transparent huge pages for an array this large, and where memory is fragmented the kernel then compacts
+    memory while the pages are first written (up to 0.6 s per million bars on the shared development machine;
+    ordinary pages: a steady 0.1-0.2 s). The map is released with the array."""
+    if k * n * 4 < 64 << 20: return np.zeros((k, n), np.float32)
+    return np.frombuffer(mmap.mmap(-1, k * n * 4), np.float32).reshape(k, n)
 
 # %% ../nbs/02_features.ipynb #6fc520bd
 def _as_names(x)->list:
@@ -637,32 +1194,52 @@ class _FeaturePlan:
 
     def compute(self, frame:pd.DataFrame, # bars from the block's computation start to its end
                 skip:int, # leading rows of `frame` that belong to earlier blocks
-               )->tuple: # (names, groups, float32 values (k, m), inf counts (k,))
+                out:np.ndarray|None=None, # (k, n) float32, C-contiguous: write the block to out[:, at:at + m]; None: a new array
+                at:int=0, # first column of the block in `out`
+                clock:tuple|None=None, # the session clock of `frame`'s bars, when the caller has it (see _clock_rows)
+                arena:_Arena|None=None, # scratch buffers for the groups' outputs, reused from block to block
+               )->tuple: # (names, groups, float32 values (k, m) (a view of `out`), stats (nan, inf, first, min, max) per feature)
         "Every selected group on `frame`; the rows from `skip` on as float32 with infinities replaced and counted."
-        names, owners, cols = [], [], []
-        for g in self.groups:
-            res = g.fn(frame, self.spec, **self.params[g.name])
-            if not isinstance(res, pd.DataFrame) or len(res) != len(frame):
-                raise FeatureError(f"feature group '{g.name}' must return a DataFrame with {len(frame)} rows, "
-                                   f"got {type(res).__name__} of length {len(res) if hasattr(res, '__len__') else '?'}")
-            for name in res.columns:
-                names.append(str(name)); owners.append(g.name); cols.append(res[name])
+        names, owners, results = [], [], []
+        memo = {'index': frame.index}                       # groups of this block share its session clock
+        if clock is not None: memo[_clock_key(self.spec)] = clock
+        prev = getattr(_BLOCK, 'memo', None), getattr(_BLOCK, 'arena', None)
+        _BLOCK.memo, _BLOCK.arena = memo, arena
+        if arena is not None: arena.i = 0                   # the previous block's outputs were copied out
+        try:
+            for g in self.groups:
+                res = g.fn(frame, self.spec, **self.params[g.name])
+                if not isinstance(res, pd.DataFrame) or len(res) != len(frame):
+                    raise FeatureError(f"feature group '{g.name}' must return a DataFrame with {len(frame)} rows, "
+                                       f"got {type(res).__name__} of length {len(res) if hasattr(res, '__len__') else '?'}")
+                results.append(res)
+                names += [str(c) for c in res.columns]; owners += [g.name] * res.shape[1]
+        finally:
+            _BLOCK.memo, _BLOCK.arena = prev
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
             raise FeatureError(f"feature names produced by more than one group: {dup}")
-        m = len(frame) - skip
-        vals = np.empty((len(cols), m), np.float32)
-        with np.errstate(over='ignore', invalid='ignore'):
-            for i, col in enumerate(cols):
-                try: vals[i] = np.asarray(col.to_numpy()[skip:], dtype=np.float32)
-                except (TypeError, ValueError) as e:
-                    raise FeatureError(f"feature '{names[i]}' (group '{owners[i]}') is not numeric: {e}") from None
-        inf = np.isinf(vals)
-        infs = inf.sum(axis=1)
-        if infs.any(): vals[inf] = np.nan
         if self.names is None: self.names, self.feature_groups = names, owners
         elif names != self.names: raise FeatureError("feature groups returned different columns for different blocks")
-        return names, owners, vals, infs
+        m = len(frame) - skip
+        if out is None: out, at = np.empty((len(names), m), np.float32), 0
+        r = 0
+        with np.errstate(over='ignore', invalid='ignore'):
+            for res in results:
+                k = res.shape[1]
+                if all(d == np.float32 for d in res.dtypes):          # the compiled groups: one copy
+                    out[r:r + k, at:at + m] = res.to_numpy()[skip:].T
+                else:
+                    for i, col in enumerate(res.columns):
+                        try: out[r + i, at:at + m] = np.asarray(res[col].to_numpy()[skip:], dtype=np.float32)
+                        except (TypeError, ValueError) as e:
+                            raise FeatureError(f"feature '{names[r + i]}' (group '{owners[r + i]}') is not numeric: {e}") from None
+                r += k
+        nan, infs, first = _block_stats(out, at, at + m)
+        vals = out[:, at:at + m]
+        with np.errstate(invalid='ignore'):
+            mn, mx = np.fmin.reduce(vals, axis=1), np.fmax.reduce(vals, axis=1)   # NaN for a feature without any value
+        return names, owners, vals, (nan, infs, first, mn, mx)
 
 # %% ../nbs/02_features.ipynb #10a3bf37
 def _check_bars(df)->None:
@@ -728,18 +1305,17 @@ class ScalpingFeatureEngineer:
         t0 = time.perf_counter()
         df, plan, n = self._bars, self.plan, len(self._bars)
         G = plan.block_rows
-        sess_start = _session_start_rows(session_dates(df.index, self.spec)) if plan.session_anchored else None
-        out, rb = None, None
+        clock = _session_clock(df.index, self.spec) if plan.session_anchored else None
+        names, owners = self.feature_names, list(plan.feature_groups)   # from a few bars: allocate the output once
+        out = _output_array(len(names), n)                               # feature-major: each feature contiguous
+        rb, arena = _ReportBuilder(names, owners, plan.corr_threshold), _Arena()
         with tqdm(total=n, unit=' bars', unit_scale=True, desc='features', disable=not self.progress) as bar:
             for s in range(0, n, G):
                 e = min(s + G, n)
-                a = plan.start_row(s, sess_start[s] if sess_start is not None else s)
-                names, owners, vals, infs = plan.compute(df.iloc[a:e], s - a)
-                if out is None:
-                    out = np.empty((len(names), n), np.float32)   # feature-major: each column contiguous
-                    rb = _ReportBuilder(names, owners, plan.corr_threshold)
-                out[:, s:e] = vals
-                rb.add(vals, infs, s)
+                a = plan.start_row(s, clock[3][s] if clock is not None else s)
+                _, _, vals, stats = plan.compute(df.iloc[a:e], s - a, out, s, 
+                                              None if clock is None else _clock_rows(clock, a, e), arena)
+                rb.add(vals, stats, s)
                 bar.update(e - s)
         self.features = pd.DataFrame(out.T, index=df.index, columns=names, copy=False)
         self.report = rb.finish(n, plan.lookbacks, plan.overlap, time.perf_counter() - t0)
@@ -836,25 +1412,34 @@ def generate_features_chunked(source, # bar file (CSV, CSV.gz, Parquet), a bar D
     tmp = out_path.with_name(out_path.name + '.partial')
     buf, buf0 = None, 0      # bars kept in memory and the global row of their first bar
     done, n_read = 0, 0      # next block start; rows read so far
-    writer, rb = None, None
+    writer, rb, arena = None, None, _Arena()   # arena: scratch memory for the groups' outputs, reused block after block
+    blocks, n_blocks = [None, None], 0         # two feature buffers: one is written to Parquet while the next is computed
+    pool, pending = ThreadPoolExecutor(max_workers=1), None   # the writing thread (pyarrow releases the GIL) and its job
 
-    def emit(e):
-        nonlocal done, writer, rb
-        s = done
-        sess_start = s
-        if plan.session_anchored:
-            st = _session_start_rows(session_dates(buf.index[:e - buf0], spec))
-            sess_start = buf0 + int(st[s - buf0])
-        a = plan.start_row(s, sess_start)
-        if a < buf0: raise FeatureError(f"internal: block at row {s} needs row {a}, buffer starts at {buf0}")
-        names, owners, vals, infs = plan.compute(buf.iloc[a - buf0:e - buf0], s - a)
-        if writer is None:
-            rb = _ReportBuilder(names, owners, plan.corr_threshold)
-        frame = pd.DataFrame(vals.T, index=buf.index[s - buf0:e - buf0], columns=names, copy=False)
-        table = pa.Table.from_pandas(frame, preserve_index=True)
+    def write(vals, index, names):
+        nonlocal writer
+        table = pa.Table.from_pandas(pd.DataFrame(vals.T, index=index, columns=names, copy=False), preserve_index=True)
         if writer is None: writer = pq.ParquetWriter(tmp, table.schema, use_dictionary=False)  # floats: dictionaries cost 4x the time
         writer.write_table(table)
-        rb.add(vals, infs, s)
+
+    def emit(e):
+        nonlocal done, rb, n_blocks, pending
+        s = done
+        sess_start, clock = s, None
+        if plan.session_anchored:
+            full = _session_clock(buf.index[:e - buf0], spec)
+            sess_start = buf0 + int(full[3][s - buf0])
+        a = plan.start_row(s, sess_start)
+        if a < buf0: raise FeatureError(f"internal: block at row {s} needs row {a}, buffer starts at {buf0}")
+        if plan.session_anchored: clock = _clock_rows(full, a - buf0, e - buf0)
+        slot = n_blocks % 2                    # its last writer finished before the previous block was handed over
+        names, owners, vals, stats = plan.compute(buf.iloc[a - buf0:e - buf0], s - a, blocks[slot], 0, clock, arena)
+        if blocks[slot] is None: blocks[slot] = np.empty((len(names), G), np.float32)
+        if rb is None: rb = _ReportBuilder(names, owners, plan.corr_threshold)
+        rb.add(vals, stats, s)
+        if pending is not None: pending.result()              # at most one block waits to be written
+        pending = pool.submit(write, vals, buf.index[s - buf0:e - buf0], names)
+        n_blocks += 1
         done = e
 
     try:
@@ -875,7 +1460,7 @@ def generate_features_chunked(source, # bar file (CSV, CSV.gz, Parquet), a bar D
                 keep = max(done - plan.overlap, 0)
                 if plan.session_anchored:
                     j = min(done, n_read - 1) - buf0
-                    st = _session_start_rows(session_dates(buf.index[:j + 1], spec))
+                    st = _session_clock(buf.index[:j + 1], spec)[3]
                     keep = min(keep, buf0 + int(st[j]))
                 if keep > buf0:
                     buf = buf.iloc[keep - buf0:].copy()
@@ -883,10 +1468,12 @@ def generate_features_chunked(source, # bar file (CSV, CSV.gz, Parquet), a bar D
             if done < n_read:
                 bar.update(n_read - done)
                 emit(n_read)
+        if pending is not None: pending.result()
         if writer is None: raise FeatureError("source holds no bars")
         writer.close(); writer = None
         os.replace(tmp, out_path)
     finally:
+        pool.shutdown(wait=True)               # a write still running (after an error) ends before the file is closed
         if writer is not None: writer.close()
         if tmp.exists(): tmp.unlink()
     return rb.finish(n_read, plan.lookbacks, plan.overlap, time.perf_counter() - t0, notes)

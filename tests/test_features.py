@@ -263,3 +263,104 @@ def test_api_contract_and_errors():
     assert isinstance(FeatureError("x"), ValueError)
     with pytest.raises(FeatureError, match="already registered"):
         register_feature_group("rsi", lambda df, spec: df, lookback_bars=0)
+
+
+# ---------------------------------------------------------------- equal to the frozen pandas-based implementation
+# tests/reference_features.py is the feature layer before the compiled kernels. Every feature must be equal bit for
+# bit (NaN positions, warm-up rows and the sign of zero included); the report's tables equal; correlations equal to
+# float rounding (rtol 1e-12: BLAS may sum a product in another order).
+import reference_features as ref  # noqa: E402  (tests/ is on sys.path under pytest)
+
+
+def _bits(x):
+    x = np.asarray(x, np.float32)
+    return np.where(np.isnan(x), np.float32(np.nan), x).view(np.uint32)
+
+
+def _assert_same_as_reference(bars, **kw):
+    new = ScalpingFeatureEngineer(bars, **kw)
+    old = ref.ScalpingFeatureEngineer(bars, **kw)
+    X, Y = new.generate_all_features(), old.generate_all_features()
+    assert list(X.columns) == list(Y.columns) and X.index.equals(Y.index) and (X.dtypes == np.float32).all()
+    differ = [c for c in X.columns if not np.array_equal(_bits(X[c]), _bits(Y[c]))]
+    assert not differ, differ
+    pd.testing.assert_frame_equal(new.report.table, old.report.table, check_exact=True)
+    a, b = new.report.correlated_pairs, old.report.correlated_pairs
+    assert a[["feature_a", "feature_b"]].equals(b[["feature_a", "feature_b"]])
+    np.testing.assert_allclose(a["corr"], b["corr"], rtol=1e-12)
+    return X
+
+
+@pytest.mark.parametrize("block_rows", [131072, 257])
+def test_every_group_equals_reference_demo(base_bars, block_rows):
+    X = _assert_same_as_reference(base_bars, groups="all", config={"block_rows": block_rows})
+    assert X.shape[1] == 64
+
+
+def test_default_set_equals_reference_real_es(es_bars):
+    _assert_same_as_reference(es_bars)                                  # one block of 75,791 rows
+    _assert_same_as_reference(es_bars, config={"block_rows": 10_000})   # blocks that start inside sessions
+
+
+OTHER_PARAMS = {
+    "returns": dict(horizons=(2, 7), tick_horizons=(3,)), "volatility": dict(windows=(5, 30, 90)),
+    "atr": dict(window=3), "rsi": dict(windows=(2, 21)), "macd": dict(fast=3, slow=8, signal=2, atr_window=5),
+    "bollinger": dict(window=7, n_std=1.5), "stochastic": dict(window=5, smooth=4),
+    "zscore": dict(price_windows=(2, 30, 100), volume_windows=(7,)), "vwap": dict(slope_bars=1),
+    "volume": dict(ratio_windows=(3,), imbalance_windows=(2, 9), tick_windows=(9, 30)),
+    "volume_profile": dict(window_bars=45, value_area_pct=50, bin_ticks=3),
+    "opening_range": dict(minutes=15, anchor="08:30"), "channel": dict(windows=(1, 20)),
+}
+
+
+@pytest.mark.parametrize("group", sorted(OTHER_PARAMS))
+def test_groups_with_other_parameters_equal_reference(base_bars, es_bars, group):
+    "The group functions themselves, called directly with non-default parameters, on thin demo bars and real bars."
+    from scalp_lib import features as F
+    spec = F.get_instrument("ES")
+    for bars in (base_bars, es_bars.iloc[20_000:26_000]):
+        fr = F._bar_frame(bars)
+        got = F._REGISTRY[group].fn(fr, spec, **OTHER_PARAMS[group])
+        exp = ref._REGISTRY[group].fn(fr, spec, **OTHER_PARAMS[group])
+        assert list(got.columns) == list(exp.columns)
+        for c in got.columns:
+            assert np.array_equal(_bits(got[c]), _bits(exp[c])), (group, c)
+
+
+def test_volume_profile_levels_equal_reference_on_hard_cases():
+    "Gaps wider than the window, stretches without volume, one-bar windows, ties; and the same error for a too-wide window."
+    from scalp_lib import features as F
+    rng = np.random.default_rng(3)
+    n = 3000
+    lo = np.cumsum(rng.integers(-4, 5, n)) + 20_000
+    lo[1000:] += 700
+    lo[2000:] -= 1500
+    hi = lo + rng.integers(0, 9, n)
+    vol = rng.integers(0, 20, n) * F._VP_FIXED * (rng.random(n) > 0.3)
+    vol[1500:1900] = 0
+    for window, q in ((1, 0.15), (2, 0.3), (37, 0.15), (390, 0.05), (5000, 0.15)):
+        got, exp = F._vp_levels(lo, hi, vol, window, q, 1 - q), ref._vp_levels(lo, hi, vol, window, q, 1 - q)
+        for g, e in zip(got, exp):
+            np.testing.assert_array_equal(g, e)
+    wide_hi = hi.copy()
+    wide_hi[50] += 20_000
+    stamps = pd.date_range("2024-01-02", periods=n, freq="min", tz="America/Chicago")
+    with pytest.raises(FeatureError) as a:
+        F._vp_levels(lo, wide_hi, vol, 390, 0.15, 0.85, stamps)
+    with pytest.raises(ref.FeatureError) as b:
+        ref._vp_levels(lo, wide_hi, vol, 390, 0.15, 0.85, stamps)
+    assert str(a.value) == str(b.value)
+
+
+def test_session_clock_matches_the_data_module(es_bars):
+    "Trading date, minutes since the open and session starts as scalp_lib.data computes them (the ES file spans a DST change)."
+    from scalp_lib import features as F
+    from scalp_lib.data import minutes_since_open
+    spec = F.get_instrument("ES")
+    for idx in (es_bars.index, demo_bars(n_days=3, seed=1).index, es_bars.index.as_unit("s")):
+        day, since, sod, start = F._session_clock(idx, spec)
+        np.testing.assert_array_equal(day, session_dates(idx, spec).astype(np.int64))
+        np.testing.assert_array_equal(since, minutes_since_open(idx, spec))
+        np.testing.assert_array_equal(start, ref._session_start_rows(session_dates(idx, spec)))
+        local = idx.tz_convert(spec.tz)
+        np.testing.assert_array_equal(sod, (local.hour * 3600 + local.minute * 60 + local.second).to_numpy())
