@@ -1082,7 +1082,9 @@ class StudyResults:
              f"{self.config.n_trials}; best trial {self.best_trial}")
         if self.selection: s += f", DSR {self.selection['dsr']:.3f} (N={self.selection['n_trials']})"
         if self.cscv: s += f", PBO {self.cscv.pbo:.2f}"
-        if self.final: s += f"; test: net {self.final.metrics['net_profit']:,.0f} USD, Sharpe {self.final.metrics['sharpe']:.2f}"
+        if self.final:
+            f = lambda v, fmt: 'n/a' if v is None or not np.isfinite(v) else format(v, fmt)   # NaN is stored as null
+            s += f"; test: net {f(self.final.metrics['net_profit'], ',.0f')} USD over {self.final.metrics['n_trades']} trades, Sharpe {f(self.final.metrics['sharpe'], '.2f')}"
         return s + ')'
 
 def trials_frame(study:optuna.Study, space:SearchSpace)->pd.DataFrame:

@@ -140,6 +140,13 @@ def test_dsr_uses_the_trial_count_exactly_as_the_formula_says():
     assert selection_adjusted(R, chosen, 100)["dsr"] < selection_adjusted(R, chosen, 8)["dsr"]
 
 
+def test_results_print_without_test_trades(demo_study):
+    "A final evaluation with no trade has a NaN Sharpe ratio, stored as null: the summary still prints."
+    import dataclasses
+    fin = dataclasses.replace(demo_study.final, metrics={**demo_study.final.metrics, "sharpe": None, "n_trades": 0})
+    assert "Sharpe n/a" in repr(dataclasses.replace(demo_study, final=fin))
+
+
 def test_study_dsr_counts_complete_and_pruned_trials(demo_study):
     res = demo_study
     c = res.counts
