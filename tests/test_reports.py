@@ -16,6 +16,7 @@ SMALL = {
     "stability_investigation": {"demo_days": 6, "max_rows": 5000, "epochs": 2},
     "training": {"demo_days": 6, "epochs": 2, "seq_length": 10, "hidden_size": 8},
     "backtest_report": {"demo_days": 10, "bootstrap_samples": 200, "model_type": "feedforward", "model_epochs": 1},
+    "study": {"demo_days": 12, "demo_trials": 4, "demo_epochs": 1},
 }
 
 
