@@ -135,7 +135,8 @@ def make_checkpoint(model:nn.Module, # a scalp_lib model (carries `.config`)
             'scheduler_state': None if scheduler is None else to_storable(scheduler.state_dict(), 'scheduler_state'),
             'rng_state': rng_state,
             'trainer_state': to_storable(trainer_state, 'trainer_state'),
-            'extra': to_storable(extra or {}, 'extra')}
+            'extra': to_storable(extra or {}, 'extra'),
+            **({'horizons': [int(h) for h in cfg['horizons']]} if cfg.get('horizons') is not None else {})}
 
 def atomic_torch_save(obj, path:str|Path)->Path:
     "`torch.save` to a temporary file beside `path`, fsync, then `os.replace` onto `path`."
@@ -277,6 +278,14 @@ def _normalise(raw:dict, path:Path)->dict:
             'rng_state': None, 'trainer_state': None,
             'extra': {'legacy_config': {k: v for k, v in cfg.items() if k in dropped}, 'legacy_keys': sorted(raw)}}
 
+# %% ../nbs/09_checkpoint.ipynb #956a77d4
+def _read_horizons(ck:dict, path:Path):
+    "Set ck['horizons'] from the file's field or the model config (None: one head); two different records are a format error."
+    in_cfg, top = ck['model_config'].get('horizons'), ck.get('horizons')
+    if top is not None and (in_cfg is None or [int(h) for h in top] != [int(h) for h in in_cfg]):
+        raise CheckpointFormatError(f"{path}: horizons {list(top)} recorded, but the model config has {in_cfg if in_cfg is not None else 'one head'}")
+    ck['horizons'] = None if in_cfg is None else [int(h) for h in in_cfg]
+
 # %% ../nbs/09_checkpoint.ipynb #c1c4e7bd
 def _check_expectations(ck:dict, path:Path, expected_features, expected_input_dim):
     input_dim = ck['model_config'].get('input_dim')
@@ -315,6 +324,7 @@ def load_checkpoint(path:str|Path, # a checkpoint file (current or legacy layout
         raise CheckpointFormatError(f"{path}: model config has no input_dim: {ck['model_config']!r}")
     if ck.get('scaler_state') is not None: ck['scaler_state'] = tensors_to_numpy(ck['scaler_state'])
     ck['path'] = str(path)
+    _read_horizons(ck, path)
     _check_expectations(ck, path, expected_features, expected_input_dim)
     return ck
 

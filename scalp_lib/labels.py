@@ -5,7 +5,7 @@
 # %% ../nbs/03_labels.ipynb #088957ee
 from __future__ import annotations
 import math
-from dataclasses import dataclass, field, fields, asdict
+from dataclasses import dataclass, field, fields, asdict, replace
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -15,7 +15,7 @@ from .data import session_dates
 # %% auto #0
 __all__ = ['CLASS_NAMES', 'NAN_REASONS', 'LABEL_KINDS', 'LabelError', 'LabelReport', 'class_balance', 'direction_labels',
            'triple_barrier_labels', 'forward_log_return', 'vol_scaled_return', 'rank_target', 'LabelSpec',
-           'make_labels', 'plot_label_balance']
+           'make_labels', 'multi_horizon_labels', 'plot_label_balance']
 
 # %% ../nbs/03_labels.ipynb #26310921
 class LabelError(ScalpLibError, ValueError):
@@ -554,6 +554,49 @@ def make_labels(bars:pd.DataFrame, # OHLCV bars
         out = _with_t1(bars, y, s.horizon_bars)
         out.attrs['label_report'] = y.attrs['label_report']
     out.attrs['label_spec'] = s.to_dict()
+    return out
+
+# %% ../nbs/03_labels.ipynb #b01f02fc
+def _horizon_field(kind:str)->str:
+    "The LabelSpec field that is the horizon of this kind of label."
+    return 'vertical_bars' if kind == 'triple_barrier' else 'horizon_bars'
+
+def _check_horizons(horizons)->list:
+    "Distinct positive whole numbers of bars, ascending."
+    if isinstance(horizons, (int, np.integer)) or horizons is None: raise LabelError(f"horizons must be a list of bar counts such as [5, 10, 30], got {horizons!r}")
+    hs = [_positive_int(h, 'horizons[]') for h in horizons]
+    if not hs: raise LabelError("horizons is empty")
+    if len(set(hs)) != len(hs): raise LabelError(f"horizons must be distinct, got {hs}")
+    return sorted(hs)
+
+# %% ../nbs/03_labels.ipynb #5cf299b0
+def multi_horizon_labels(bars:pd.DataFrame, # OHLCV bars
+                         spec:LabelSpec|dict|None=None, # the label kind and its other parameters; its horizon field is set per horizon
+                         horizons=(5, 10, 30), # horizons in bars: horizon_bars, or the vertical barrier of triple_barrier
+                         *,
+                         instrument:str|InstrumentSpec|None=None, # tick size and session calendar
+                         progress:bool=False, # progress bar where the label has a loop
+                        )->pd.DataFrame: # label_h{h}, t1_h{h}, t1_pos_h{h} per horizon; t1, t1_pos (latest), all_labelled
+    "The label of `spec` for several horizons from one call, each with its own end `t1`, plus the latest end for purging."
+    if spec is None: spec = LabelSpec()
+    if isinstance(spec, dict): spec = LabelSpec.from_dict(spec)
+    if not isinstance(spec, LabelSpec): raise LabelError(f"spec must be a LabelSpec or a dict, got {type(spec).__name__}")
+    field_ = _horizon_field(spec.kind)
+    if getattr(spec, field_) is not None: raise LabelError(f"spec sets {field_}={getattr(spec, field_)!r}; give the horizons in `horizons` instead")
+    hs = _check_horizons(horizons)
+    cols, reports = {}, {}
+    for h in hs:
+        one = make_labels(bars, replace(spec, **{field_: h}), instrument=instrument, progress=progress)
+        cols.update({f'label_h{h}': one['label'], f't1_h{h}': one['t1'], f't1_pos_h{h}': one['t1_pos']})
+        reports[h] = one.attrs['label_report']
+    out = pd.DataFrame(cols, index=bars.index)
+    pos = out[[f't1_pos_h{h}' for h in hs]]
+    out['t1_pos'] = pos.max(axis=1, skipna=True)
+    out['t1'] = out[[f't1_h{h}' for h in hs]].max(axis=1, skipna=True)
+    out['all_labelled'] = out[[f'label_h{h}' for h in hs]].notna().all(axis=1)
+    out = out[[*cols, 't1', 't1_pos', 'all_labelled']]
+    out.attrs.update(horizons=hs, label_columns=[f'label_h{h}' for h in hs], t1_columns=[f't1_h{h}' for h in hs],
+                     label_reports=reports, label_spec={**spec.resolve().to_dict(), field_: None}, horizon_field=field_)
     return out
 
 # %% ../nbs/03_labels.ipynb #8341e245

@@ -39,6 +39,22 @@ def _check_bool(name:str, value)->bool:
     if not isinstance(value, bool): raise ModelConfigError(f"{name} must be True or False, got {value!r}")
     return value
 
+# %% ../nbs/08_models.ipynb #3e1706ff
+def _check_horizons(horizons)->list[int]|None:
+    "None (one head) or a non-empty list of distinct positive horizons in bars."
+    if horizons is None: return None
+    if isinstance(horizons, (int, str)) or not hasattr(horizons, '__iter__'):
+        raise ModelConfigError(f"horizons must be None or a list of horizons in bars such as [5, 10, 30], got {horizons!r}")
+    hs = [_check_int('horizons[]', h) for h in horizons]
+    if not hs or len(set(hs)) != len(hs): raise ModelConfigError(f"horizons must be a non-empty list of distinct horizons, got {horizons!r}")
+    return hs
+
+def _n_heads(horizons)->int: return 1 if horizons is None else len(horizons)
+
+def _per_horizon(z:torch.Tensor, horizons, num_classes:int)->torch.Tensor:
+    "Head output as logits: (batch, num_classes), or (batch, n_horizons, num_classes) with horizons."
+    return z if horizons is None else z.view(z.shape[0], len(horizons), num_classes)
+
 # %% ../nbs/08_models.ipynb #8076075b
 def _as_window(x:torch.Tensor, input_dim:int, model_name:str)->torch.Tensor:
     "`(batch, seq, features)` view of `x`; a flat `(batch, features)` row becomes a window of length 1."
@@ -77,6 +93,7 @@ class FeedForwardNet(nn.Module):
                  num_classes:int=3, # output logits (1 = a single regression output)
                  layer_norm:bool=True, # LayerNorm inside each block
                  residual:bool=True, # skip connections around each block
+                 horizons:list[int]|None=None, # one head per horizon (bars): logits (batch, n_horizons, num_classes); None: one head
                 ):
         super().__init__()
         input_dim = _check_int('input_dim', input_dim)
@@ -87,13 +104,15 @@ class FeedForwardNet(nn.Module):
         layer_norm, residual = _check_bool('layer_norm', layer_norm), _check_bool('residual', residual)
         self.config = dict(type='feedforward', input_dim=input_dim, hidden_dims=hidden_dims, dropout_rate=dropout_rate,
                            num_classes=num_classes, layer_norm=layer_norm, residual=residual)
+        self.horizons = _check_horizons(horizons)
+        if self.horizons is not None: self.config['horizons'] = list(self.horizons)
         self.input_dim, self.num_classes = input_dim, num_classes
         dims = [input_dim, *hidden_dims]
         self.blocks = nn.Sequential(*[_ResidualBlock(a, b, dropout_rate, layer_norm, residual) for a, b in zip(dims[:-1], dims[1:])])
-        self.head = nn.Linear(dims[-1], num_classes)
+        self.head = nn.Linear(dims[-1], num_classes * _n_heads(self.horizons))
 
-    def forward(self, x:torch.Tensor)->torch.Tensor: # logits, (batch, num_classes)
-        return self.head(self.blocks(_as_flat(x, self.input_dim, 'FeedForwardNet')))
+    def forward(self, x:torch.Tensor)->torch.Tensor: # logits, (batch, num_classes) or (batch, n_horizons, num_classes)
+        return _per_horizon(self.head(self.blocks(_as_flat(x, self.input_dim, 'FeedForwardNet'))), self.horizons, self.num_classes)
 
 # %% ../nbs/08_models.ipynb #358ccec4
 class LSTMNet(nn.Module):
@@ -105,6 +124,7 @@ class LSTMNet(nn.Module):
                  dropout_rate:float=0.1, # dropout between LSTM layers and before the head
                  num_classes:int=3, # output logits (1 = a single regression output)
                  layer_norm:bool=True, # LayerNorm on the last hidden state
+                 horizons:list[int]|None=None, # one head per horizon (bars): logits (batch, n_horizons, num_classes); None: one head
                 ):
         super().__init__()
         input_dim, hidden_size = _check_int('input_dim', input_dim), _check_int('hidden_size', hidden_size)
@@ -112,16 +132,18 @@ class LSTMNet(nn.Module):
         dropout_rate, layer_norm = _check_dropout(dropout_rate), _check_bool('layer_norm', layer_norm)
         self.config = dict(type='lstm', input_dim=input_dim, hidden_size=hidden_size, num_layers=num_layers,
                            dropout_rate=dropout_rate, num_classes=num_classes, layer_norm=layer_norm)
+        self.horizons = _check_horizons(horizons)
+        if self.horizons is not None: self.config['horizons'] = list(self.horizons)
         self.input_dim, self.num_classes = input_dim, num_classes
         self.lstm = nn.LSTM(input_dim, hidden_size, num_layers=num_layers, batch_first=True,
                             dropout=dropout_rate if num_layers > 1 else 0.0)
         self.norm = nn.LayerNorm(hidden_size) if layer_norm else nn.Identity()
         self.drop = nn.Dropout(dropout_rate)
-        self.head = nn.Linear(hidden_size, num_classes)
+        self.head = nn.Linear(hidden_size, num_classes * _n_heads(self.horizons))
 
-    def forward(self, x:torch.Tensor)->torch.Tensor: # logits, (batch, num_classes)
+    def forward(self, x:torch.Tensor)->torch.Tensor: # logits, (batch, num_classes) or (batch, n_horizons, num_classes)
         out, _ = self.lstm(_as_window(x, self.input_dim, 'LSTMNet'))  # hidden state (h, c) is discarded here
-        return self.head(self.drop(self.norm(out[:, -1])))
+        return _per_horizon(self.head(self.drop(self.norm(out[:, -1]))), self.horizons, self.num_classes)
 
 # %% ../nbs/08_models.ipynb #42174efd
 def _sinusoidal_positions(seq_len:int, d_model:int, device=None, dtype=torch.float32)->torch.Tensor:
@@ -145,6 +167,7 @@ class TransformerNet(nn.Module):
                  num_classes:int=3, # output logits (1 = a single regression output)
                  dim_feedforward:int|None=None, # feed-forward width; default 4 * d_model
                  pooling:str='last', # 'last' step or 'mean' over steps
+                 horizons:list[int]|None=None, # one head per horizon (bars): logits (batch, n_horizons, num_classes); None: one head
                 ):
         super().__init__()
         input_dim, d_model = _check_int('input_dim', input_dim), _check_int('d_model', d_model)
@@ -156,6 +179,8 @@ class TransformerNet(nn.Module):
         if pooling not in ('last', 'mean'): raise ModelConfigError(f"pooling must be 'last' or 'mean', got {pooling!r}")
         self.config = dict(type='transformer', input_dim=input_dim, d_model=d_model, num_heads=num_heads, num_layers=num_layers,
                            dropout_rate=dropout_rate, num_classes=num_classes, dim_feedforward=dim_feedforward, pooling=pooling)
+        self.horizons = _check_horizons(horizons)
+        if self.horizons is not None: self.config['horizons'] = list(self.horizons)
         self.input_dim, self.num_classes, self.pooling = input_dim, num_classes, pooling
         self.proj = nn.Linear(input_dim, d_model)
         layer = nn.TransformerEncoderLayer(d_model, num_heads, dim_feedforward=dim_feedforward, dropout=dropout_rate,
@@ -163,15 +188,15 @@ class TransformerNet(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout_rate)
-        self.head = nn.Linear(d_model, num_classes)
+        self.head = nn.Linear(d_model, num_classes * _n_heads(self.horizons))
 
-    def forward(self, x:torch.Tensor)->torch.Tensor: # logits, (batch, num_classes)
+    def forward(self, x:torch.Tensor)->torch.Tensor: # logits, (batch, num_classes) or (batch, n_horizons, num_classes)
         x = _as_window(x, self.input_dim, 'TransformerNet')
         h = self.proj(x)
         h = h + _sinusoidal_positions(h.shape[1], h.shape[2], h.device, h.dtype)
         h = self.norm(self.encoder(h))
         pooled = h[:, -1] if self.pooling == 'last' else h.mean(dim=1)
-        return self.head(self.drop(pooled))
+        return _per_horizon(self.head(self.drop(pooled)), self.horizons, self.num_classes)
 
 # %% ../nbs/08_models.ipynb #c47d3d6d
 MODEL_TYPES = {'feedforward': FeedForwardNet, 'lstm': LSTMNet, 'transformer': TransformerNet}

@@ -100,7 +100,9 @@ def valid_window_starts(n_rows:int, # rows of the feature matrix
     if targets is not None:
         t = np.asarray(targets)
         if len(t) != n_rows: raise SequenceError(f"targets has {len(t)} entries for {n_rows} rows")
-        if t.dtype.kind == 'f': valid &= np.isfinite(t[off:off + m])
+        if t.dtype.kind == 'f':
+            fin = np.isfinite(t[off:off + m])
+            valid &= fin if fin.ndim == 1 else fin.all(axis=1)   # multi-horizon targets: every horizon usable
     return np.flatnonzero(valid).astype(np.int64)
 
 # %% ../nbs/07_sequences.ipynb #37a94fa0
@@ -117,8 +119,8 @@ def _as_feature_matrix(features):
     return a
 
 def _as_targets(targets, n):
-    t = targets.to_numpy() if isinstance(targets, (pd.Series, pd.Index)) else (targets.detach().cpu().numpy() if isinstance(targets, torch.Tensor) else np.asarray(targets))
-    if t.ndim != 1: raise SequenceError(f"targets must be 1-D, got shape {t.shape}")
+    t = targets.to_numpy() if isinstance(targets, (pd.Series, pd.Index, pd.DataFrame)) else (targets.detach().cpu().numpy() if isinstance(targets, torch.Tensor) else np.asarray(targets))
+    if t.ndim not in (1, 2): raise SequenceError(f"targets must be (n,) or (n, n_horizons), got shape {t.shape}")
     if len(t) != n: raise SequenceError(f"targets has {len(t)} rows but features has {n}")
     if t.dtype.kind not in 'biuf': raise SequenceError(f"targets must be numeric, got dtype {t.dtype}")
     return t
@@ -148,7 +150,7 @@ class SequenceDataset(Dataset):
     "Lazy windows: item i is `features[s:s+L]` with target `targets[s+offset]`, s = valid_starts[i] (or i)."
     def __init__(self,
                  features, # (n, n_features) float array: ndarray, np.memmap, CPU tensor or float DataFrame (not copied)
-                 targets, # (n,) labels or regression targets
+                 targets, # (n,) labels or regression targets; (n, n_horizons) for a multi-horizon model
                  seq_length:int|None=None, # window length L; default settings [sequences] seq_length
                  *,
                  valid_starts=None, # int array of allowed window starts (see valid_window_starts); default all
@@ -173,7 +175,8 @@ class SequenceDataset(Dataset):
             self.starts = s.astype(np.int64, copy=False)
         if self.targets.dtype.kind == 'f':
             tgt = self.targets[self.offset:] if self.starts is None else self.targets[self.starts + self.offset]
-            n_bad = int(np.count_nonzero(~np.isfinite(tgt)))
+            bad = ~np.isfinite(tgt)
+            n_bad = int(np.count_nonzero(bad if bad.ndim == 1 else bad.any(axis=1)))
             if n_bad: raise SequenceError(f"{n_bad} item(s) have a NaN/inf target; exclude them with valid_window_starts(..., targets=targets)")
         self.target_dtype = _target_torch_dtype(self.targets)
 
@@ -316,7 +319,7 @@ class WindowBatcher:
     "Iterates (x, y) batches of windows gathered on `device` from a device-resident feature matrix."
     def __init__(self,
                  features, # (n, n_features) float array (ndarray / memmap / CPU tensor)
-                 targets, # (n,) targets
+                 targets, # (n,) targets, or (n, n_horizons)
                  seq_length:int|None=None, # window length L; default settings [sequences] seq_length
                  *,
                  valid_starts=None, # allowed window starts (valid_window_starts); default all

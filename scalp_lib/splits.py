@@ -17,6 +17,24 @@ __all__ = ['SplitError', 'label_end_positions', 'TemporalSplit', 'temporal_split
 class SplitError(ScalpLibError, ValueError):
     "An impossible or inconsistent split configuration (too little data, bad fractions, bad t1)."
 
+# %% ../nbs/06_splits.ipynb #b8229aeb
+def _latest_end(t1):
+    "The latest label end per row of multi-horizon `t1` (a frame of end columns or an (n, H) array); other t1 unchanged."
+    if isinstance(t1, pd.DataFrame):
+        if t1.shape[1] == 0: raise SplitError("t1 is a frame without columns")
+        is_time = [pd.api.types.is_datetime64_any_dtype(t1[c].dtype) for c in t1.columns]
+        is_num = [pd.api.types.is_numeric_dtype(t1[c].dtype) and not pd.api.types.is_bool_dtype(t1[c].dtype) for c in t1.columns]
+        if not (all(is_time) or all(is_num)):
+            raise SplitError(f"a multi-horizon t1 frame must hold only end time stamps or only end positions, one column per horizon; "
+                             f"got columns {list(t1.columns)} (pass labels[labels.attrs['t1_columns']] or labels['t1'])")
+        return t1.max(axis=1, skipna=True)
+    if isinstance(t1, np.ndarray) and t1.ndim == 2:
+        if t1.dtype.kind not in 'iuf': raise SplitError(f"a 2-D t1 must hold end positions, got dtype {t1.dtype}")
+        v = t1.astype(np.float64)
+        latest = np.where(np.isnan(v), -np.inf, v).max(axis=1)
+        return np.where(np.isinf(latest), np.nan, latest)
+    return t1
+
 # %% ../nbs/06_splits.ipynb #80d731ec
 def _n_samples(X)->int:
     "Number of rows of X (an int is taken as the count itself); never reads the data."
@@ -27,12 +45,13 @@ def _n_samples(X)->int:
 
 def label_end_positions(n:int, # number of samples (rows)
                         horizon_bars:int|None=None, # fixed horizon: row t's label ends at row t + horizon_bars
-                        t1=None, # label end per row: int positions (array/Series) or a Series of time stamps indexed by the rows' time stamps
+                        t1=None, # label end per row: int positions (array/Series) or a Series of time stamps indexed by the rows' time stamps; several horizons: a frame of end columns or an (n, H) array (the latest end counts)
                        )->tuple[np.ndarray, int]: # (end position of each row's label, number of missing t1 set to n-1)
     "Position where each row's label window ends, from `horizon_bars` or triple-barrier `t1`."
     if (horizon_bars is None) == (t1 is None):
         raise SplitError("give exactly one of horizon_bars (fixed-horizon labels) or t1 (label end per sample); "
                          f"got horizon_bars={horizon_bars!r} and t1 {'given' if t1 is not None else 'None'}")
+    if t1 is not None: t1 = _latest_end(t1)
     rows = np.arange(n, dtype=np.int64)
     if horizon_bars is not None:
         if int(horizon_bars) != horizon_bars or horizon_bars < 0: raise SplitError(f"horizon_bars={horizon_bars!r} must be an integer >= 0")

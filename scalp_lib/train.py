@@ -32,8 +32,8 @@ __all__ = ['TrainDataError', 'NonFiniteDataError', 'ResumeError', 'TrainingDiver
            'TrainerCallback', 'TrainResult', 'distributed_env', 'pad_for_ranks', 'rank_share', 'DistContext',
            'init_distributed', 'Trainer', 'data_fingerprint', 'resume_differences', 'train_model', 'predict_logits',
            'predict_proba', 'predict', 'confusion_counts', 'evaluate_classifier', 'per_class_report', 'confusion_frame',
-           'reliability_table', 'fit_baselines', 'plot_learning_curves', 'plot_optimization_trace', 'plot_confusion',
-           'plot_reliability']
+           'reliability_table', 'fit_baselines', 'horizon_metrics', 'combine_horizons', 'plot_learning_curves',
+           'plot_optimization_trace', 'plot_confusion', 'plot_reliability']
 
 # %% ../nbs/10_train.ipynb #023b5b1f
 class TrainDataError(ScalpLibError, ValueError):
@@ -93,17 +93,18 @@ def _feature_tensor(X, what:str)->tuple[torch.Tensor, list[str]|None]:
     if t.shape[0] == 0: raise TrainDataError(f"{what}: no samples (0 rows)")
     return t, names
 
-def _target_tensor(y, n:int, num_classes:int|None, what:str)->torch.Tensor:
-    "Targets as int64 class codes in [0, num_classes) or, for `num_classes=None`, float32 values."
+def _target_tensor(y, n:int, num_classes:int|None, what:str, max_ndim:int=1)->torch.Tensor:
+    "Targets as int64 class codes in [0, num_classes) or, for `num_classes=None`, float32 values; (n, n_horizons) when max_ndim=2."
     if isinstance(y, torch.Tensor): arr = y.detach().cpu().numpy()
     else: arr = np.asarray(y.to_numpy() if isinstance(y, (pd.Series, pd.DataFrame)) else y)
     arr = arr.reshape(len(arr), -1)[:, 0] if arr.ndim == 2 and arr.shape[1] == 1 else arr
-    if arr.ndim != 1: raise TrainDataError(f"{what}: targets must be one-dimensional, got shape {arr.shape}")
+    if arr.ndim != 1 and not (arr.ndim == 2 and max_ndim == 2):
+        raise TrainDataError(f"{what}: targets must be one-dimensional{' or (n, n_horizons)' if max_ndim == 2 else ''}, got shape {arr.shape}")
     if len(arr) != n: raise TrainDataError(f"{what}: {n} samples of features but {len(arr)} targets")
     if arr.dtype.kind not in 'fiub': raise TrainDataError(f"{what}: targets must be numeric, got dtype {arr.dtype}")
     if arr.dtype.kind == 'f':
         bad = ~np.isfinite(arr)
-        if bad.any(): raise NonFiniteDataError(f"{what}: {int(bad.sum())} non-finite target(s) (NaN/inf), first at sample {int(np.argmax(bad))}; drop unlabeled rows first")
+        if bad.any(): raise NonFiniteDataError(f"{what}: {int(bad.sum())} non-finite target(s) (NaN/inf), first at sample {int(np.argmax(bad.reshape(len(arr), -1).any(axis=1)))}; drop unlabeled rows first")
     if num_classes is None: return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
     if arr.dtype.kind == 'f' and (arr != np.round(arr)).any():
         raise TrainDataError(f"{what}: class targets must be whole numbers, got e.g. {arr[arr != np.round(arr)][:3].tolist()}")
@@ -153,7 +154,7 @@ class _TensorSource:
         self.feature_names = [str(f) for f in (feature_names or names or [f'f{i}' for i in range(self.n_features)])]
         if len(self.feature_names) != self.n_features:
             raise TrainDataError(f"{what}: {len(self.feature_names)} feature names for {self.n_features} features")
-        self.y = None if y is None else _target_tensor(y, self.n, num_classes, what)
+        self.y = None if y is None else _target_tensor(y, self.n, num_classes, what, max_ndim=2)
         if need_targets and self.y is None: raise TrainDataError(f"{what}: targets are required")
         on_device = device.type == 'cpu'
         if device.type == 'cuda' and not keep_on_host:
@@ -444,6 +445,105 @@ def _resolve_distributed(distributed, device)->DistContext|None:
     if distributed is False or distributed is None: return None
     raise DistributedError(f"distributed must be 'auto', True or False, got {distributed!r}")
 
+# %% ../nbs/10_train.ipynb #010520b6
+def _horizon_weights(horizons, weights, task:str)->list|None:
+    "Each horizon's loss weight, normalised to sum 1 (None for a single-horizon model)."
+    if horizons is None:
+        if weights is not None: raise TrainDataError("horizon_weights apply to a multi-horizon model (built with horizons=[...]); this model has one head")
+        return None
+    if task != 'classification': raise TrainDataError("multi-horizon training needs class targets (num_classes >= 2)")
+    if weights is None: w = np.ones(len(horizons))
+    elif isinstance(weights, dict):
+        unknown = sorted(set(weights) - set(horizons))
+        if unknown or len(weights) != len(horizons): raise TrainDataError(f"horizon_weights keys must be the model's horizons {list(horizons)}, got {sorted(weights)}")
+        w = np.array([weights[h] for h in horizons], dtype=np.float64)
+    else: w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(horizons),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise TrainDataError(f"horizon_weights needs {len(horizons)} finite non-negative numbers with a positive sum, got {weights!r}")
+    return [float(v) for v in w / w.sum()]
+
+# %% ../nbs/10_train.ipynb #03a1a8f7
+def _check_target_shape(self):
+    "Targets must match the heads: (n,) for one head, (n, n_horizons) for a multi-horizon model."
+    H = None if self.horizons is None else len(self.horizons)
+    for src in filter(None, (self.train_src, self.val_src)):
+        _, yb = src.get(torch.arange(1, device=src.index_device))
+        if H is None and yb.ndim != 1:
+            raise TrainDataError(f"{src.what}: targets of shape (n, {yb.shape[-1]}) need a multi-horizon model (built with horizons=[...]); this model has one head")
+        if H is not None and not (yb.ndim == 2 and yb.shape[1] == H) and not (H == 1 and yb.ndim == 1):
+            raise TrainDataError(f"{src.what}: a model with horizons {self.horizons} needs targets of shape (n, {H}), one class code per horizon; "
+                                 f"got {'(n,)' if yb.ndim == 1 else '(n, ' + str(yb.shape[-1]) + ')'}")
+
+def _setup_horizons(self):
+    "Per-horizon class weights (H, C) and the horizon loss weights, on the device."
+    if self.dist_ctx is not None: raise DistributedError("multi-horizon training does not run under DistributedDataParallel yet; train in one process")
+    H, C = len(self.horizons), self.num_classes
+    arg = self.class_weights_arg
+    if arg is None: W = None
+    elif isinstance(arg, str):
+        if arg != 'balanced': raise TrainDataError(f"class_weights must be 'balanced', None or weights per class, got {arg!r}")
+        y = self.train_src.targets().reshape(self.train_src.n, -1)
+        W = np.stack([balanced_class_weights(y[:, j], C) for j in range(H)])
+    else:
+        w = np.asarray(arg, dtype=np.float64)
+        W = np.tile(w, (H, 1)) if w.shape == (C,) else w
+        if W.shape != (H, C) or not np.isfinite(W).all() or (W < 0).any():
+            raise TrainDataError(f"class_weights needs {C} (or {H} x {C}) finite non-negative numbers, got {arg!r}")
+    self.class_weights = None if W is None else [[float(v) for v in row] for row in W]
+    self.weight_tensor = None if W is None else torch.tensor(W, dtype=torch.float32, device=self.device)
+    self._horizon_w = torch.tensor(self.horizon_weights, dtype=torch.float32, device=self.device)
+
+# %% ../nbs/10_train.ipynb #7bb399ee
+def _per_horizon_nll(self, logits:torch.Tensor, yb:torch.Tensor)->tuple:
+    "Cross-entropy per sample and horizon (B, H), the class weight of each (B, H) (ones without weights), and the targets (B, H)."
+    B, H, C = logits.shape
+    y = yb.view(B, H)
+    nll = F.cross_entropy(logits.reshape(B * H, C), y.reshape(-1), reduction='none').view(B, H)
+    w = torch.ones_like(nll) if self.weight_tensor is None else self.weight_tensor[torch.arange(H, device=y.device), y]
+    return nll, w, y
+
+def _horizon_loss(self, logits:torch.Tensor, yb:torch.Tensor)->tuple:
+    "The training loss Σ_h w_h · (weighted mean cross-entropy of horizon h), and the correct count averaged over horizons."
+    nll, w, y = _per_horizon_nll(self, logits, yb)
+    per_horizon = (nll * w).sum(0) / w.sum(0)
+    correct = (logits.detach().argmax(-1) == y).sum().float() / y.shape[1]
+    return (per_horizon * self._horizon_w).sum(), correct
+
+# %% ../nbs/10_train.ipynb #24eca305
+def _horizon_columns(self)->list:
+    "Per-horizon validation columns of the epoch table (none for a single-horizon model or without validation data)."
+    if self.horizons is None or self.val_data is None: return []
+    return [f'{m}_h{h}' for h in self.horizons for m in ('val_loss', 'val_accuracy', 'val_balanced_accuracy')]
+
+@torch.no_grad()
+def _validate_horizons(self, src)->dict:
+    "Validation of a multi-horizon model in bounded batches: per-horizon loss, accuracy, balanced accuracy, and the weighted totals."
+    self.model.eval()
+    dev, C, H = self.device, self.num_classes, len(self.horizons)
+    loss_sum = torch.zeros(H, device=dev, dtype=torch.float64); w_sum = torch.zeros(H, device=dev, dtype=torch.float64)
+    conf = torch.zeros(H * C * C, device=dev, dtype=torch.int64)
+    for s in range(0, src.n, self.eval_batch_size):
+        idx = torch.arange(s, min(s + self.eval_batch_size, src.n), device=src.index_device)
+        xb, yb = src.get(idx)
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self.model(xb)
+        nll, w, y = _per_horizon_nll(self, logits.float(), yb)
+        loss_sum += (nll * w).sum(0).double(); w_sum += w.sum(0).double()
+        cell = torch.arange(H, device=dev) * C * C + y * C + logits.argmax(-1)
+        conf += torch.bincount(cell.reshape(-1), minlength=H * C * C)
+    self.model.train()
+    loss_h = (loss_sum / w_sum).cpu().numpy()
+    cms = conf.cpu().numpy().reshape(H, C, C)
+    hw = np.asarray(self.horizon_weights)
+    out, accs, baccs = {'val_loss': float((loss_h * hw).sum())}, [], []
+    for j, h in enumerate(self.horizons):
+        cm = cms[j]; support = cm.sum(1)
+        accs.append(float(np.trace(cm) / cm.sum()))
+        baccs.append(float(np.mean(np.diag(cm)[support > 0] / support[support > 0])))
+        out.update({f'val_loss_h{h}': float(loss_h[j]), f'val_accuracy_h{h}': accs[-1], f'val_balanced_accuracy_h{h}': baccs[-1]})
+    out['val_accuracy'], out['val_balanced_accuracy'] = float(np.dot(hw, accs)), float(np.dot(hw, baccs))
+    return out
+
 # %% ../nbs/10_train.ipynb #29b08efa
 class Trainer:
     "AdamW with warm-up + cosine, clipped, class-weighted, guarded, early-stopped, checkpointed and resumable training."
@@ -480,6 +580,7 @@ class Trainer:
                  drop_last:bool=False, # drop a short last batch (never needed for correctness)
                  extreme_input_abs:float|None=None, # warn about inputs beyond this |x| [train]
                  distributed='auto', # 'auto': DistributedDataParallel when launched with WORLD_SIZE > 1 (torchrun); True: require it; False: never
+                 horizon_weights=None, # multi-horizon models: weight of each horizon's loss (list, or {horizon: weight}), normalised to sum 1; default equal
                 ):
         cfg = section_defaults('train', epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                                warmup_frac=warmup_frac, min_lr_frac=min_lr_frac, grad_clip_norm=grad_clip_norm,
@@ -490,6 +591,8 @@ class Trainer:
         self.model_config = model_config(model)
         self.num_classes = int(self.model_config['num_classes'])
         self.task = 'classification' if self.num_classes >= 2 else 'regression'
+        self.horizons = self.model_config.get('horizons')  # a multi-horizon model: logits (batch, n_horizons, num_classes)
+        self.horizon_weights = _horizon_weights(self.horizons, horizon_weights, self.task)
         self.loss_name = loss or ('cross_entropy' if self.task == 'classification' else 'mse')
         if self.task == 'classification' and self.loss_name != 'cross_entropy':
             raise TrainDataError(f"loss {self.loss_name!r} needs a single-output model (num_classes=1); this model has {self.num_classes} classes")
@@ -580,7 +683,9 @@ def _trainer_setup(self:Trainer):
     self.train_scan = self.train_src.scan()
     _check_finite_features(self.train_scan, 'train_data', self.extreme_abs)
     if self.val_src is not None: _check_finite_features(self.val_src.scan(), 'val_data', None)
-    if self.task == 'classification' and self.class_weights_arg is not None:
+    _check_target_shape(self)
+    if self.horizons is not None: _setup_horizons(self)   # per-horizon class weights and loss weights
+    elif self.task == 'classification' and self.class_weights_arg is not None:
         if isinstance(self.class_weights_arg, str):
             if self.class_weights_arg != 'balanced': raise TrainDataError(f"class_weights must be 'balanced', None or one weight per class, got {self.class_weights_arg!r}")
             w = balanced_class_weights(self.train_src.targets(), self.num_classes)
@@ -639,7 +744,8 @@ def _trainer_fingerprint(self:Trainer)->dict:
             'epochs': self.epochs, 'batch_size': self.batch_size, 'lr': self.lr,
             'weight_decay': self.weight_decay, 'warmup_frac': self.warmup_frac, 'min_lr_frac': self.min_lr_frac,
             'grad_clip_norm': self.grad_clip_norm, 'class_weights': self.class_weights, 'loss': self.loss_name,
-            'seed': self.seed, 'drop_last': bool(self.drop_last), **({'world_size': self.world_size} if self.world_size > 1 else {})}
+            'seed': self.seed, 'drop_last': bool(self.drop_last), **({'world_size': self.world_size} if self.world_size > 1 else {}),
+            **({'horizon_weights': self.horizon_weights} if self.horizons is not None else {})}
 
 Trainer._setup, Trainer._fingerprint = _trainer_setup, _trainer_fingerprint
 
@@ -654,7 +760,8 @@ def _trainer_step(self:Trainer, epoch:int, b:int, idx:torch.Tensor):
         logits = self._fwd(xb)
     logits = logits.float()
     if self.dist_ctx is None:
-        if self.task == 'classification': loss = F.cross_entropy(logits, yb, weight=self.weight_tensor)
+        if self.horizons is not None: loss, mh_correct = _horizon_loss(self, logits, yb)   # weighted sum over horizons
+        elif self.task == 'classification': loss = F.cross_entropy(logits, yb, weight=self.weight_tensor)
         elif self.loss_name == 'mse': loss = F.mse_loss(logits.squeeze(-1), yb)
         else: loss = F.huber_loss(logits.squeeze(-1), yb)
         loss.backward()
@@ -678,6 +785,7 @@ def _trainer_step(self:Trainer, epoch:int, b:int, idx:torch.Tensor):
         self.scheduler.step()
     self.optimizer.zero_grad(set_to_none=True)
     if self.dist_ctx is not None: correct = ddp_correct
+    elif self.horizons is not None: correct = mh_correct
     elif self.task == 'classification': correct = (logits.detach().argmax(-1) == yb).sum().float()
     else: correct = torch.zeros((), device=self.device)
     self._buf[len(self._pending)] = torch.stack([loss.detach(), gnorm.detach().float(), bad.float(), correct])
@@ -737,6 +845,7 @@ Trainer._step, Trainer._flush, Trainer._ddp_backward = _trainer_step, _trainer_f
 # %% ../nbs/10_train.ipynb #a9430921
 @torch.no_grad()
 def _trainer_validate(self:Trainer, src)->dict:
+    if self.horizons is not None: return _validate_horizons(self, src)
     self.model.eval()
     dev, C = self.device, self.num_classes
     loss_sum, w_sum = torch.zeros((), device=dev, dtype=torch.float64), torch.zeros((), device=dev, dtype=torch.float64)
@@ -938,12 +1047,13 @@ def _trainer_result(self:Trainer, t_start:float, reason:str)->TrainResult:
     history = pd.DataFrame(self.hist, columns=list(_HIST_COLS)).astype(
         {'step': 'int64', 'epoch': 'int64', 'batch': 'int64', 'batch_size': 'int64', 'skipped': 'bool'})
     epochs = pd.DataFrame(self.epoch_rows, columns=['epoch', 'train_loss', 'train_accuracy', 'val_loss', 'val_accuracy',
-                                                    'val_balanced_accuracy', 'lr', 'n_skipped', 'seconds'])
+                                                    'val_balanced_accuracy', 'lr', 'n_skipped', 'seconds'] + _horizon_columns(self))
     params = {'epochs': self.epochs, 'batch_size': self.batch_size, 'lr': self.lr, 'weight_decay': self.weight_decay,
               'warmup_frac': self.warmup_frac, 'min_lr_frac': self.min_lr_frac, 'grad_clip_norm': self.grad_clip_norm,
               'loss': self.loss_name, 'early_stopping_patience': self.patience, 'max_bad_steps': self.max_bad_steps,
               'seed': self.seed, 'bf16': self.amp, 'steps_per_epoch': self.steps_per_epoch, 'sync_every_steps': self.sync_every,
-              'fused_optimizer': self._found_inf is not None, 'model_config': self.model_config}
+              'fused_optimizer': self._found_inf is not None, 'model_config': self.model_config,
+              **({'horizons': list(self.horizons), 'horizon_weights': self.horizon_weights} if self.horizons is not None else {})}
     if self.dist_ctx is not None: params.update(world_size=self.world_size, per_rank_batch_size=self.batch_size // self.world_size)
     return TrainResult(model=self.model, history=history, epochs=epochs,
                        best_val_loss=float(self.best_val_loss) if self.val_src is not None and math.isfinite(self.best_val_loss) else math.nan,
@@ -1027,7 +1137,7 @@ def predict_logits(model:nn.Module, # a trained model
                    device=None, # default: where the model is
                    bf16:bool=True, # bf16 autocast on CUDA
                    progress:bool=False, # tqdm progress bar
-                  )->np.ndarray: # (n, num_classes) float32
+                  )->np.ndarray: # (n, num_classes) float32; (n, n_horizons, num_classes) for a multi-horizon model
     "Raw model outputs for every sample, computed in batches of `batch_size`."
     bs = int(section_defaults('train', eval_batch_size=batch_size)['eval_batch_size'])
     dev = _model_device(model) if device is None else resolve_device(device)
@@ -1036,7 +1146,8 @@ def predict_logits(model:nn.Module, # a trained model
     src = as_batch_source(data, dev, nc if nc >= 2 else None, None, 'data', need_targets=False)
     if getattr(model, 'input_dim', src.n_features) != src.n_features:
         raise TrainDataError(f"data has {src.n_features} features but the model's input_dim is {model.input_dim}")
-    out = np.empty((src.n, nc), dtype=np.float32)
+    heads = () if getattr(model, 'horizons', None) is None else (len(model.horizons),)
+    out = np.empty((src.n, *heads, nc), dtype=np.float32)
     was_training = model.training
     model.eval()
     try:
@@ -1052,19 +1163,19 @@ def predict_logits(model:nn.Module, # a trained model
 def predict_proba(model:nn.Module, # a trained classifier
                   data, # as for `predict_logits`
                   **kwargs, # batch_size, device, bf16, progress
-                 )->np.ndarray: # (n, num_classes) float32 probabilities, rows sum to 1
+                 )->np.ndarray: # (n, num_classes) float32 probabilities, rows sum to 1 ((n, n_horizons, num_classes) multi-horizon)
     "Class probabilities (softmax of the logits) in bounded batches."
     logits = predict_logits(model, data, **kwargs)
-    if logits.shape[1] < 2: raise TrainDataError("predict_proba needs a classifier (num_classes >= 2); use predict_logits for a regression output")
-    z = logits - logits.max(axis=1, keepdims=True)
+    if logits.shape[-1] < 2: raise TrainDataError("predict_proba needs a classifier (num_classes >= 2); use predict_logits for a regression output")
+    z = logits - logits.max(axis=-1, keepdims=True)
     np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
+    z /= z.sum(axis=-1, keepdims=True)
     return z
 
 def predict(model:nn.Module, data, **kwargs)->np.ndarray:
     "Predicted class codes (classifier) or values (single-output model)."
     logits = predict_logits(model, data, **kwargs)
-    return logits.argmax(axis=1) if logits.shape[1] >= 2 else logits[:, 0]
+    return logits.argmax(axis=-1) if logits.shape[-1] >= 2 else logits[..., 0]
 
 # %% ../nbs/10_train.ipynb #7a6aad93
 def _as_codes_and_proba(y_true, proba)->tuple[np.ndarray, np.ndarray]:
@@ -1201,6 +1312,47 @@ def fit_baselines(X_train, y_train, # training features (n, features) or windows
     df = pd.DataFrame.from_dict(rows, orient='index')
     df.index.name = 'model'
     return (df, probas) if return_proba else df
+
+# %% ../nbs/10_train.ipynb #9ee46b98
+def horizon_metrics(y_true, # (n, n_horizons) true class codes
+                    proba, # (n, n_horizons, num_classes) probabilities (predict_proba of a multi-horizon model)
+                    horizons:list|None=None, # horizon of each column (default 0, 1, ...)
+                   )->pd.DataFrame: # one row per horizon: the metrics of evaluate_classifier
+    "`evaluate_classifier` for each horizon of a multi-horizon model."
+    P = np.asarray(proba)
+    Yt = np.asarray(y_true)
+    if P.ndim != 3 or Yt.shape != P.shape[:2]: raise TrainDataError(f"need y_true (n, H) and proba (n, H, C); got {Yt.shape} and {P.shape}")
+    hs = list(range(P.shape[1])) if horizons is None else list(horizons)
+    if len(hs) != P.shape[1]: raise TrainDataError(f"{len(hs)} horizons for {P.shape[1]} columns of proba")
+    return pd.DataFrame([evaluate_classifier(Yt[:, j], P[:, j]) for j in range(len(hs))], index=pd.Index(hs, name='horizon'))
+
+# %% ../nbs/10_train.ipynb #029f45f9
+def combine_horizons(proba, # (n_bars, n_horizons, num_classes) probabilities; classes down / flat / up for 'agree'
+                     horizons:list|None=None, # horizon of each column (needed for `horizon=`)
+                     *,
+                     horizon:int|None=None, # take this horizon's probabilities
+                     combine:str|None=None, # or combine all: 'mean' | 'agree'
+                     weights=None, # 'mean' only: weight per horizon (normalised); default equal
+                    )->np.ndarray: # (n_bars, num_classes) float64, rows summing to 1
+    "Per-horizon class probabilities to the (n_bars, 3) a backtest takes: one horizon, their mean, or their agreement."
+    P = np.asarray(proba, dtype=np.float64)
+    if P.ndim != 3: raise TrainDataError(f"proba must be (n_bars, n_horizons, num_classes), got shape {P.shape}")
+    H = P.shape[1]
+    if (horizon is None) == (combine is None): raise TrainDataError("give exactly one of horizon=h or combine='mean'|'agree'")
+    if horizon is not None:
+        hs = list(range(H)) if horizons is None else list(horizons)
+        if len(hs) != H: raise TrainDataError(f"{len(hs)} horizons for {H} columns of proba")
+        if horizon not in hs: raise TrainDataError(f"horizon {horizon!r} is not one of {hs}")
+        return P[:, hs.index(horizon)].copy()
+    if combine == 'mean':
+        w = np.ones(H) if weights is None else np.asarray(weights, dtype=np.float64)
+        if w.shape != (H,) or (w < 0).any() or w.sum() <= 0: raise TrainDataError(f"weights needs {H} non-negative numbers with a positive sum, got {weights!r}")
+        return np.einsum('nhc,h->nc', P, w / w.sum())
+    if combine == 'agree':
+        if P.shape[2] != 3: raise TrainDataError(f"combine='agree' needs down / flat / up probabilities (3 classes), got {P.shape[2]}")
+        down, up = P[:, :, 0].min(axis=1), P[:, :, 2].min(axis=1)
+        return np.stack([down, 1.0 - down - up, up], axis=1)
+    raise TrainDataError(f"combine must be 'mean' or 'agree', got {combine!r}")
 
 # %% ../nbs/10_train.ipynb #8c44d1ac
 def _source_line(fig, text:str):

@@ -374,3 +374,42 @@ def test_t1_feeds_purged_splits():
     sp = temporal_split(n, t1=tb.t1_pos, embargo_bars=10)
     train_end_pos = pos_from_pos[sp.train]
     assert train_end_pos.max() + 10 < sp.boundaries[0]
+
+
+# ---------------------------------------------------------------- several horizons from one call
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_bars(min_n=5, max_n=60), st.lists(st.integers(1, 12), min_size=1, max_size=4, unique=True),
+       st.sampled_from(['direction', 'forward_return', 'triple_barrier']))
+def test_multi_horizon_labels_are_the_single_horizon_labels(bars, horizons, kind):
+    from scalp_lib.labels import multi_horizon_labels
+    extra = {'pt_ticks': 3, 'sl_ticks': 2} if kind == 'triple_barrier' else {}
+    field = 'vertical_bars' if kind == 'triple_barrier' else 'horizon_bars'
+    mh = multi_horizon_labels(bars, {'kind': kind, **extra}, horizons=horizons)
+    hs = sorted(horizons)
+    assert mh.attrs['horizons'] == hs and mh.attrs['label_columns'] == [f'label_h{h}' for h in hs]
+    n = len(bars)
+    ends = np.full((n, len(hs)), np.nan)
+    for j, h in enumerate(hs):
+        one = make_labels(bars, {'kind': kind, field: h, **extra})
+        np.testing.assert_array_equal(mh[f'label_h{h}'].to_numpy(), one['label'].to_numpy())
+        np.testing.assert_array_equal(mh[f't1_pos_h{h}'].to_numpy(), one['t1_pos'].to_numpy())
+        assert mh[f't1_h{h}'].equals(one['t1'].rename(f't1_h{h}'))
+        lab = one['label'].notna().to_numpy()
+        if kind != 'triple_barrier':   # fixed horizon: the end is exactly t + h
+            np.testing.assert_array_equal(one['t1_pos'].to_numpy()[lab], np.arange(n)[lab] + h)
+        ends[:, j] = one['t1_pos'].to_numpy()
+    latest = np.array([np.nan if np.isnan(r).all() else np.nanmax(r) for r in ends])
+    np.testing.assert_array_equal(mh['t1_pos'].to_numpy(), latest)
+    has = ~np.isnan(latest)
+    assert (mh['t1'][has] == bars.index[latest[has].astype(int)]).all() and mh['t1'][~has].isna().all()
+    np.testing.assert_array_equal(mh['all_labelled'].to_numpy(), mh[mh.attrs['label_columns']].notna().all(axis=1).to_numpy())
+
+
+def test_multi_horizon_labels_refuse_ambiguous_horizons():
+    from scalp_lib.labels import multi_horizon_labels
+    b = demo_bars(n_days=1, seed=0).iloc[:200]
+    with pytest.raises(LabelError, match='give the horizons in `horizons`'):
+        multi_horizon_labels(b, LabelSpec('triple_barrier', vertical_bars=10), horizons=[5, 10])
+    with pytest.raises(LabelError, match='horizons\\[\\] must be a positive integer'):
+        multi_horizon_labels(b, horizons=[5, 0])

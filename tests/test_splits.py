@@ -208,3 +208,52 @@ def test_property_tests_were_not_vacuous():
         pytest.skip("the property tests did not run in this session (run the whole file)")
     assert RAN['wf_ok'] >= 100, RAN
     assert RAN['ts_ok'] >= 100, RAN
+
+
+# ---------------------------------------------------------------- multi-horizon label ends
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_multi_horizon_t1_purges_by_the_longest_horizon(data):
+    "No training row's window, for ANY of its horizons, touches a test block extended by the embargo; ends are exact maxima."
+    n = data.draw(st.integers(40, 400), label='n')
+    H = data.draw(st.integers(1, 4), label='n_horizons')
+    embargo = data.draw(st.integers(0, 15), label='embargo')
+    lengths = np.array(data.draw(st.lists(st.lists(st.integers(0, 30), min_size=H, max_size=H), min_size=n, max_size=n)))
+    t1 = (np.arange(n)[:, None] + lengths).astype(float)
+    holes = data.draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, H - 1)), max_size=n // 4))
+    for r, c in holes: t1[r, c] = np.nan                       # horizons without a label
+    ends, n_missing = label_end_positions(n, t1=t1)
+    all_nan = np.isnan(t1).all(axis=1)
+    expect = np.where(all_nan, n - 1, np.nanmax(np.where(np.isnan(t1), -1, t1), axis=1)).astype(np.int64)
+    np.testing.assert_array_equal(ends, expect)
+    assert n_missing == int(all_nan.sum())
+    frame = pd.DataFrame(t1, columns=[f't1_pos_h{j}' for j in range(H)])
+    np.testing.assert_array_equal(label_end_positions(n, t1=frame)[0], ends)
+    cv = PurgedWalkForward(data.draw(st.integers(1, 4)), t1=t1, embargo_bars=embargo)
+    try: folds = list(cv.split(LengthOnly(n)))
+    except SplitError: return
+    for tr, te in folds:
+        zone_start = te[0] - embargo
+        for j in range(H):                                      # every horizon separately, NaN horizons aside
+            e = t1[tr, j]
+            assert not (e[~np.isnan(e)] >= zone_start).any()
+        assert not (all_nan[tr] & (n - 1 >= zone_start)).any()  # a row without any end is treated as ending last
+        np.testing.assert_array_equal(tr, np.flatnonzero(ends[:te[0]] < zone_start))
+
+
+def test_multi_horizon_labels_split_on_real_timestamps():
+    from scalp_lib.data import demo_bars
+    from scalp_lib.labels import multi_horizon_labels
+    b = demo_bars(n_days=2, seed=0)
+    mh = multi_horizon_labels(b, {'kind': 'direction'}, horizons=[5, 30])
+    ends, _ = label_end_positions(len(b), t1=mh[mh.attrs['t1_columns']])
+    rows = np.arange(len(b))
+    np.testing.assert_array_equal(ends[mh['all_labelled'].to_numpy()], rows[mh['all_labelled'].to_numpy()] + 30)
+    only5 = mh['label_h5'].notna().to_numpy() & mh['label_h30'].isna().to_numpy()
+    assert only5.any()
+    np.testing.assert_array_equal(ends[only5], rows[only5] + 5)
+    sp = temporal_split(len(b), (0.6, 0.4), t1=mh[mh.attrs['t1_columns']], embargo_bars=10)
+    assert (ends[sp.train] < sp.boundaries[0] - 10).all()
+    with pytest.raises(SplitError, match='only end time stamps or only end positions'):
+        label_end_positions(len(b), t1=mh)

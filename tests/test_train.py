@@ -197,6 +197,115 @@ def test_baselines_and_deep_model_share_metrics():
     assert deep['accuracy'] > base.loc['majority_class', 'accuracy'] + 0.2
 
 
+# ---------------------------------------------------------------- multi-horizon models
+
+def _mh_data(n=1500, seed=0):
+    "Two horizons with different drivers: horizon 5 from x0, horizon 30 from x2."
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4)).astype(np.float32)
+    y5 = np.digitize(X[:, 0] + 0.5 * rng.normal(size=n), [-0.5, 0.5])
+    y30 = np.digitize(X[:, 2] + 0.5 * rng.normal(size=n), [-0.5, 0.5])
+    return X, np.stack([y5, y30], axis=1)
+
+
+def _mh_model(horizons=(5, 30), seed=0, kind='feedforward'):
+    torch.manual_seed(seed)
+    cfg = {'type': 'feedforward', 'input_dim': 4, 'hidden_dims': [16], 'num_classes': 3} if kind == 'feedforward' else \
+          {'type': 'lstm', 'input_dim': 4, 'hidden_size': 8, 'num_layers': 1, 'num_classes': 3}
+    return build_model({**cfg, **({'horizons': list(horizons)} if horizons else {})})
+
+
+def test_multi_horizon_loss_is_the_weighted_sum_of_per_horizon_losses():
+    "Every step's loss equals sum_h w_h * cross_entropy_h (class-weighted mean per horizon), recomputed by hand."
+    from scalp_lib.train import balanced_class_weights
+    import torch.nn.functional as F
+    X, Y = _mh_data(400)
+    seen = []
+    def grab(trainer, info): seen.append((info.x.clone(), info.y.clone(), info.logits.clone(), float(info.loss)))
+    res = train_model(_mh_model(), (X, Y), epochs=1, batch_size=100, horizon_weights=[3, 1], callbacks=[grab], progress=False)
+    W = [torch.tensor(balanced_class_weights(Y[:, j], 3), dtype=torch.float32) for j in range(2)]
+    np.testing.assert_allclose(res.class_weights, [balanced_class_weights(Y[:, j], 3) for j in range(2)], rtol=1e-12)
+    for x, y, logits, loss in seen:
+        ref = 0.75 * F.cross_entropy(logits[:, 0], y[:, 0], weight=W[0]) + 0.25 * F.cross_entropy(logits[:, 1], y[:, 1], weight=W[1])
+        assert loss == pytest.approx(float(ref), rel=1e-5)
+    assert res.params['horizon_weights'] == [0.75, 0.25]
+
+
+def test_per_horizon_validation_metrics_and_weights():
+    X, Y = _mh_data()
+    tr, va = (X[:1000], Y[:1000]), (X[1000:], Y[1000:])
+    res = train_model(_mh_model(), tr, va, epochs=4, batch_size=100, lr=5e-3, progress=False, seed=1)
+    e = res.epochs
+    assert {'val_loss_h5', 'val_accuracy_h5', 'val_balanced_accuracy_h30'} <= set(e.columns)
+    np.testing.assert_allclose(e.val_loss, 0.5 * (e.val_loss_h5 + e.val_loss_h30), rtol=1e-12)
+    np.testing.assert_allclose(e.val_accuracy, 0.5 * (e.val_accuracy_h5 + e.val_accuracy_h30), rtol=1e-12)
+    # the recorded per-horizon metrics are those of the model's own predictions (best epoch restored)
+    from scalp_lib.train import horizon_metrics
+    hm = horizon_metrics(va[1], predict_proba(res.model, va[0]), [5, 30])
+    b = e.loc[res.best_epoch]
+    assert hm.loc[5, 'accuracy'] == pytest.approx(b.val_accuracy_h5) and hm.loc[30, 'accuracy'] == pytest.approx(b.val_accuracy_h30)
+    assert (hm['accuracy'] > 0.5).all()      # both horizons learned (majority class ~0.38)
+    # all weight on horizon 5: the monitored loss is horizon 5's and horizon 30 is left untrained
+    res5 = train_model(_mh_model(), tr, va, epochs=4, batch_size=100, lr=5e-3, progress=False, seed=1, horizon_weights={5: 1, 30: 0})
+    np.testing.assert_allclose(res5.epochs.val_loss, res5.epochs.val_loss_h5, rtol=1e-12)
+    hm5 = horizon_metrics(va[1], predict_proba(res5.model, va[0]), [5, 30])
+    assert hm5.loc[30, 'accuracy'] < hm.loc[30, 'accuracy'] - 0.1
+
+
+def test_one_horizon_model_trains_exactly_like_the_single_head_model():
+    X, Y = _mh_data(600)
+    a = train_model(_mh_model(horizons=None), (X[:400], Y[:400, 0]), (X[400:], Y[400:, 0]), epochs=2, batch_size=64, progress=False)
+    b = train_model(_mh_model(horizons=[5]), (X[:400], Y[:400, :1]), (X[400:], Y[400:, :1]), epochs=2, batch_size=64, progress=False)
+    np.testing.assert_allclose(b.history.loss, a.history.loss, rtol=1e-5)
+    np.testing.assert_allclose(b.epochs.val_loss, a.epochs.val_loss, rtol=1e-5)
+    assert 'val_loss_h5' not in a.epochs.columns and 'horizons' not in a.params
+
+
+def test_multi_horizon_checkpoints_and_sequence_training(tmp_path):
+    from scalp_lib.checkpoint import load_model
+    from scalp_lib.sequences import WindowBatcher, valid_window_starts
+    X, Y = _mh_data(800)
+    Yf = Y.astype(np.float64); Yf[-3:, 1] = np.nan                           # the longest horizon has no label at the end
+    starts = valid_window_starts(600, 10, targets=Yf[:600])
+    wb_tr = WindowBatcher(X[:600], Yf[:600], 10, valid_starts=starts, batch_size=64)
+    wb_va = WindowBatcher(X[600:], Yf[600:], 10, valid_starts=valid_window_starts(200, 10, targets=Yf[600:]), batch_size=64, shuffle=False)
+    res = train_model(_mh_model(kind='lstm'), wb_tr, wb_va, epochs=2, batch_size=64, progress=False, checkpoint_dir=tmp_path)
+    m2, ck = load_model(res.best_checkpoint)
+    assert ck['horizons'] == [5, 30] and ck['metrics']['val_loss_h30'] == pytest.approx(res.epochs.loc[res.best_epoch, 'val_loss_h30'])
+    p1, p2 = predict_proba(res.model, wb_va), predict_proba(m2, wb_va)
+    assert p1.shape == (len(wb_va.dataset), 2, 3)
+    np.testing.assert_allclose(p1, p2, atol=1e-6)
+
+
+def test_multi_horizon_guards():
+    X, Y = _mh_data(200)
+    with pytest.raises(TrainDataError, match='need a multi-horizon model'):
+        train_model(_mh_model(horizons=None), (X, Y), epochs=1, progress=False)
+    with pytest.raises(TrainDataError, match=r'needs targets of shape \(n, 3\)'):
+        train_model(_mh_model(horizons=[5, 10, 30]), (X, Y), epochs=1, progress=False)
+    with pytest.raises(TrainDataError, match="horizon_weights keys must be the model's horizons"):
+        train_model(_mh_model(), (X, Y), epochs=1, progress=False, horizon_weights={5: 1, 10: 1})
+    with pytest.raises(NonFiniteDataError, match='first at sample 7'):
+        Yn = Y.astype(float); Yn[7, 1] = np.nan
+        train_model(_mh_model(), (X, Yn), epochs=1, progress=False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(0, 2**31 - 1), st.floats(0.5, 0.9))
+def test_agree_goes_long_only_when_every_horizon_does(H, seed, thr):
+    from scalp_lib.backtest import signal_from_proba
+    from scalp_lib.train import combine_horizons
+    rng = np.random.default_rng(seed)
+    P = rng.dirichlet([0.6, 0.6, 0.6], size=(50, H))
+    agree = combine_horizons(P, combine='agree')
+    np.testing.assert_allclose(agree.sum(1), 1.0, atol=1e-12)
+    assert (agree >= -1e-12).all()
+    sig = signal_from_proba(agree, entry_threshold=thr, hold=False)
+    np.testing.assert_array_equal(sig == 1, (P[:, :, 2] > thr).all(axis=1))
+    np.testing.assert_array_equal(sig == -1, (P[:, :, 0] > thr).all(axis=1))
+    np.testing.assert_allclose(combine_horizons(P, list(range(5, 5 + H)), horizon=5), P[:, 0])
+
+
 # ---------------------------------------------------------------- GPU (skipped without CUDA; CI has none)
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
