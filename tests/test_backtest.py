@@ -124,17 +124,20 @@ def ledger_as_dicts(trades, tick=0.25):
                  mae_ticks=int(r.mae_ticks), mfe_ticks=int(r.mfe_ticks)) for r in trades.itertuples()]
 
 
-def engine_dicts(o, h, l, c, sig, sess, kw, many, batch):
-    "The vectorised engine's trades with explicit round/batch sizes (exercises both of its code paths)."
+def engine_cfg(kw):
+    return dict(take_profit_ticks=kw['tp'], stop_loss_ticks=kw['sl'], max_hold_bars=kw['max_hold'], flat_at_session_end=kw['flat_eod'],
+                intrabar_rule=kw['rule'], reentry=kw['reentry'])
+
+
+def engine_dicts(o, h, l, c, sig, sess, kw):
+    "The compiled engine's trades, straight from the kernel (no DataFrame in between)."
     new_session = np.concatenate(([True], sess[1:] != sess[:-1]))
-    m = bt._Market(o, h, l, c, sig, new_session, kw['tp'], kw['sl'], kw['max_hold'], kw['flat_eod'], kw['rule'], kw['reentry'])
-    tr = bt._simulate(m, many=many, batch=batch)
-    if tr is None: return []
-    mae, mfe = bt._excursions(m, tr)
+    tr, _ = bt._simulate(o, h, l, c, np.asarray(sig, np.int64), new_session, engine_cfg(kw))
     return [dict(entry_bar=int(tr['entry_bar'][i]), exit_bar=int(tr['exit_bar'][i]), side=int(tr['side'][i]),
-                 contracts=int(abs(sig[tr['decision'][i]])), entry_ticks=int(tr['entry_px'][i]), exit_ticks=int(tr['exit_px'][i]),
+                 contracts=int(tr['contracts'][i]), entry_ticks=int(tr['entry_px'][i]), exit_ticks=int(tr['exit_px'][i]),
                  exit_reason=bt.EXIT_REASONS[tr['reason'][i]], exit_fill=bt.EXIT_FILLS[tr['phase'][i]],
-                 ambiguous=bool(tr['ambiguous'][i]), mae_ticks=int(mae[i]), mfe_ticks=int(mfe[i])) for i in range(len(tr['entry_bar']))]
+                 ambiguous=bool(tr['ambiguous'][i]), mae_ticks=int(tr['mae'][i]), mfe_ticks=int(tr['mfe'][i]))
+            for i in range(len(tr['entry_bar']))]
 
 
 def kwargs_for(kw):
@@ -162,9 +165,7 @@ def test_identical_ledgers_property(kw):
     assert (np.diff(session_dates(bars.index)) != np.timedelta64(0)).tolist() == (np.diff(sess) != 0).tolist()
     res = run_backtest(bars, sig, **kwargs_for(kw))
     assert ledger_as_dicts(res.trades) == ref
-    # both code paths of the engine: one trade per segment per round, and speculative batches
-    assert engine_dicts(o, h, l, c, sig, sess, kw, many=1, batch=4) == ref
-    assert engine_dicts(o, h, l, c, sig, sess, kw, many=10**9, batch=3) == ref
+    assert engine_dicts(o, h, l, c, sig, sess, kw) == ref
     # the equity curve adds up to the ledger, and costs are zero: pure price arithmetic
     t = res.trades
     np.testing.assert_allclose(res.equity.iloc[-1] - 1e6, t.net_dollars.sum(), atol=1e-6)
@@ -182,8 +183,7 @@ def test_identical_ledgers_many_random_cases():
         kw = dict(tp=[None, 2, 5][i % 3], sl=[None, 3, 6][(i // 3) % 3], max_hold=[None, 2, 25][(i // 9) % 3],
                   flat_eod=bool(i % 2), rule=['stop_first', 'target_first'][(i // 2) % 2], reentry=['fresh', 'level'][(i // 4) % 2])
         ref = reference_backtest(o, h, l, c, sig, sess, **kw)
-        for many, batch in ((512, 1 << 16), (1, 2), (10**9, 7)):
-            assert engine_dicts(o, h, l, c, sig, sess, kw, many, batch) == ref, (i, kw, many, batch)
+        assert engine_dicts(o, h, l, c, sig, sess, kw) == ref, (i, kw)
         seen_reasons |= {t['exit_reason'] for t in ref}
         seen_fills |= {(t['exit_reason'], t['exit_fill']) for t in ref}
         n_trades += len(ref)
