@@ -66,26 +66,8 @@ def _first_at(index, mask)->str:
     i = int(np.flatnonzero(mask)[0])
     return f"first at row {i} ({index[i]})"
 
-@njit(cache=True)
-def _ticks_nb(o, h, l, c, inv):
-    "Prices -> int64 ticks in one pass; ok=False when any price is off the grid, not positive, or a bar is inconsistent."
-    n = len(o)
-    out = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64))
-    ok = True
-    for j in range(n):
-        for col, px in enumerate((o[j], h[j], l[j], c[j])):
-            x = px * inv
-            t = np.rint(x)
-            if not abs(x - t) <= 1e-6 or t < 1: ok = False          # NaN and inf fail the first test
-            else: out[col][j] = np.int64(t)
-        if ok and (out[1][j] < max(out[0][j], out[3][j]) or out[2][j] > min(out[0][j], out[3][j])): ok = False
-        if not ok: break
-    return out[0], out[1], out[2], out[3], ok
-
-def bar_ticks(bars:pd.DataFrame, # OHLCV bars from scalp_lib.data
-              spec:InstrumentSpec, # contract spec (tick size)
-             )->tuple: # open, high, low, close as int64 ticks
-    "Check bars for the backtest and convert prices to integer ticks."
+def _check_bar_frame(bars):
+    "A DataFrame with OHLC columns, at least 2 rows and a strictly increasing tz-aware index."
     if not isinstance(bars, pd.DataFrame): raise DataValidationError(f"bars must be a DataFrame, got {type(bars).__name__}")
     missing = [k for k in ('open', 'high', 'low', 'close') if k not in bars.columns]
     if missing: raise DataValidationError(f"bars lack column(s) {missing}; columns present: {list(bars.columns)}")
@@ -95,11 +77,13 @@ def bar_ticks(bars:pd.DataFrame, # OHLCV bars from scalp_lib.data
         raise DataValidationError("bars need a tz-aware DatetimeIndex (load them with scalp_lib.data.load_bars)")
     if not (idx.is_monotonic_increasing and idx.is_unique):
         raise DataValidationError("bar time stamps must be strictly increasing (sort and de-duplicate with scalp_lib.data.load_bars)")
-    inv = 1.0 / spec.tick_size
-    cols = [bars[k].to_numpy(np.float64) for k in ('open', 'high', 'low', 'close')]
-    o, h, l, c, ok = _ticks_nb(*cols, inv)
-    if ok: return o, h, l, c
-    out = []                                                 # something is wrong: find it, with the numpy checks below
+
+def bar_ticks(bars:pd.DataFrame, # OHLCV bars from scalp_lib.data
+              spec:InstrumentSpec, # contract spec (tick size)
+             )->tuple: # open, high, low, close as int64 ticks
+    "Check bars for the backtest and convert prices to integer ticks."
+    _check_bar_frame(bars)
+    idx, out, inv = bars.index, [], 1.0 / spec.tick_size
     for k in ('open', 'high', 'low', 'close'):
         px = bars[k].to_numpy(np.float64)
         off = px * inv
@@ -117,6 +101,31 @@ def bar_ticks(bars:pd.DataFrame, # OHLCV bars from scalp_lib.data
     bad = (h < np.maximum(o, c)) | (l > np.minimum(o, c))
     if bad.any(): raise DataValidationError(f"{int(bad.sum())} bars with high below open/close or low above open/close, {_first_at(idx, bad)}")
     return o, h, l, c
+
+@njit(cache=True)
+def _tick(px, inv):
+    "A price on the grid as int64 ticks (the rounding `bar_ticks` does)."
+    return np.int64(np.rint(px * inv))
+
+@njit(cache=True)
+def _prices_ok_nb(o, h, l, c, inv)->bool:
+    "The checks of `bar_ticks` in one pass, without writing tick arrays: on the grid, >= 1 tick, high/low consistent."
+    for j in range(len(o)):
+        xo, xh, xl, xc = o[j] * inv, h[j] * inv, l[j] * inv, c[j] * inv
+        ot, ht, lt, ct = np.rint(xo), np.rint(xh), np.rint(xl), np.rint(xc)
+        if not (abs(xo - ot) <= 1e-6 and abs(xh - ht) <= 1e-6 and abs(xl - lt) <= 1e-6 and abs(xc - ct) <= 1e-6):
+            return False                                                 # NaN and inf fail here too
+        if min(ot, ht, lt, ct) < 1 or ht < max(ot, ct) or lt > min(ot, ct): return False
+    return True
+
+def _bar_prices(bars:pd.DataFrame, spec:InstrumentSpec)->tuple:
+    "open, high, low, close as float64 arrays (no copy when they already are) and 1/tick, checked as `bar_ticks` checks them."
+    _check_bar_frame(bars)
+    inv = 1.0 / spec.tick_size
+    cols = tuple(bars[k].to_numpy(np.float64) for k in ('open', 'high', 'low', 'close'))
+    if _prices_ok_nb(*cols, inv): return (*cols, inv)
+    bar_ticks(bars, spec)                                     # names the problem
+    raise AssertionError('the one-pass price check and bar_ticks disagree')   # never reached: both test the same
 
 def _check_signal(signal, bars:pd.DataFrame)->np.ndarray:
     "One whole number of contracts per bar, no NaN: an int64 array."
@@ -237,8 +246,8 @@ def _close_trade(tr, k, entry_bar, exit_bar, side, qty, entry_px, exit_px, reaso
     tr[9, k], tr[10, k] = max(0, side * (entry_px - worst)), max(0, side * (best - entry_px))
 
 @njit(cache=True)
-def _simulate_nb(o, h, l, c, sig, new_session, tp, sl, max_hold, flat_eod, target_first, level):
-    "One pass over the bars (prices in ticks; tp/sl/max_hold -1 = off): trades as rows of an int64 table, outcome counts."
+def _simulate_nb(o, h, l, c, inv, sig, new_session, tp, sl, max_hold, flat_eod, target_first, level):
+    "One pass over the bars (prices x inv = ticks; tp/sl/max_hold -1 = off): trades as rows of an int64 table, outcome counts."
     n = len(o)
     cap = 0
     for t in range(n - 1): cap += sig[t] != 0                  # at most one entry per non-zero decision
@@ -247,20 +256,21 @@ def _simulate_nb(o, h, l, c, sig, new_session, tp, sl, max_hold, flat_eod, targe
     k, in_pos, pend_entry, pend_exit = 0, False, False, -1
     side = qty = entry_bar = entry_px = worst = best = pe_side = pe_qty = 0
     for t in range(n):
+        ot, ht, lt, ct = _tick(o[t], inv), _tick(h[t], inv), _tick(l[t], inv), _tick(c[t], inv)
         # 1. the open: a gap through a level, else an exit decided at the previous close; then a pending entry
         if in_pos and entry_bar < t:
-            move = side * (o[t] - entry_px)
+            move = side * (ot - entry_px)
             r = 0 if sl >= 0 and move <= -sl else (1 if tp >= 0 and move >= tp else pend_exit)
             if r >= 0:
-                _close_trade(tr, k, entry_bar, t, side, qty, entry_px, o[t], r, 0, 0, worst, best)
+                _close_trade(tr, k, entry_bar, t, side, qty, entry_px, ot, r, 0, 0, worst, best)
                 k, in_pos = k + 1, False
         pend_exit = -1
         if pend_entry:
             in_pos, pend_entry, side, qty, entry_bar = True, False, pe_side, pe_qty, t
-            entry_px = worst = best = o[t]
+            entry_px = worst = best = ot
         # 2. inside the bar: stop and target against the range, the intrabar rule when both are touched
         if in_pos:
-            adverse, favourable = (l[t], h[t]) if side > 0 else (h[t], l[t])
+            adverse, favourable = (lt, ht) if side > 0 else (ht, lt)
             stop_hit = sl >= 0 and side * (adverse - entry_px) <= -sl
             target_hit = tp >= 0 and side * (favourable - entry_px) >= tp
             if stop_hit or target_hit:
@@ -268,12 +278,12 @@ def _simulate_nb(o, h, l, c, sig, new_session, tp, sl, max_hold, flat_eod, targe
                 px = entry_px - side * sl if r == 0 else entry_px + side * tp
                 _close_trade(tr, k, entry_bar, t, side, qty, entry_px, px, r, 1, stop_hit and target_hit, worst, best)
                 k, in_pos = k + 1, False
-            elif side > 0: worst, best = min(worst, l[t]), max(best, h[t])
-            else: worst, best = max(worst, h[t]), min(best, l[t])
+            elif side > 0: worst, best = min(worst, lt), max(best, ht)
+            else: worst, best = max(worst, ht), min(best, lt)
         # 3. the close: the session's last bar (flat_at_session_end), the data's last bar
         last = t == n - 1
         if in_pos and (last or (flat_eod and new_session[t + 1])):
-            _close_trade(tr, k, entry_bar, t, side, qty, entry_px, c[t], 5 if flat_eod else 6, 2, 0, worst, best)
+            _close_trade(tr, k, entry_bar, t, side, qty, entry_px, ct, 5 if flat_eod else 6, 2, 0, worst, best)
             k, in_pos = k + 1, False
         # 4. the decision on the close, filled at the next open; and what became of a non-zero signal
         s = sig[t]
@@ -302,10 +312,11 @@ def _simulate_nb(o, h, l, c, sig, new_session, tp, sl, max_hold, flat_eod, targe
 # %% ../nbs/12_backtest.ipynb #da93936c
 _TRADE_FIELDS = ('entry_bar', 'exit_bar', 'side', 'contracts', 'entry_px', 'exit_px', 'reason', 'phase', 'ambiguous', 'mae', 'mfe')
 
-def _simulate(o, h, l, c, sig, new_session, cfg:dict)->tuple:
+def _simulate(o, h, l, c, sig, new_session, cfg:dict, inv:float=1.0)->tuple:
     "Trades (dict of arrays, entry order, prices in ticks) and the signal outcome counts, from the compiled pass."
     opt = lambda v: -1 if v is None else int(v)
-    tr, outcome = _simulate_nb(o, h, l, c, sig, new_session, opt(cfg['take_profit_ticks']), opt(cfg['stop_loss_ticks']),
+    f64 = lambda a: np.asarray(a, dtype=np.float64)
+    tr, outcome = _simulate_nb(f64(o), f64(h), f64(l), f64(c), float(inv), sig, new_session, opt(cfg['take_profit_ticks']), opt(cfg['stop_loss_ticks']),
                                opt(cfg['max_hold_bars']), bool(cfg['flat_at_session_end']),
                                cfg['intrabar_rule'] == 'target_first', cfg['reentry'] == 'level')
     trades = dict(zip(_TRADE_FIELDS, tr))
@@ -360,21 +371,23 @@ def _ledger(tr:dict, bars:pd.DataFrame, spec:InstrumentSpec, comm:float, slip:fl
         'bars_held': np.where(tr['phase'] == 0, x - e, x - e + 1), 'mae_ticks': tr['mae'], 'mfe_ticks': tr['mfe'],
         'ambiguous': tr['ambiguous']}, index=pd.RangeIndex(len(e), name='trade'))
 
-# %% ../nbs/12_backtest.ipynb #5d1b99ab
+# %% ../nbs/12_backtest.ipynb #c14338ed
 @njit(cache=True)
-def _equity_nb(c, e, x, qty, entry_px, exit_px, half_cost, tick_value, capital):
+def _equity_nb(close, inv, e, x, qty, entry_px, exit_px, half_cost, tick_value, capital):
     "Per-bar equity (dollars) and position after each close; trades in entry order, exits never earlier than the last."
-    n, m = len(c), len(e)
+    n, m = len(close), len(e)
     equity, position = np.empty(n, np.float64), np.empty(n, np.int64)
-    pos, acc, ie, ix = 0, 0.0, 0, 0
+    pos, acc, ie, ix, prev = 0, 0.0, 0, 0, _tick(close[0], inv)
     for j in range(n):
-        ticks = 0 if j == 0 else (c[j] - c[j - 1]) * pos        # held through the bar: close to close
+        cj = _tick(close[j], inv)
+        ticks = 0 if j == 0 else (cj - prev) * pos               # held through the bar: close to close
+        prev = cj
         entered = -1
         if ie < m and e[ie] == j:                                # entry bar: entry price to the close
-            ticks += qty[ie] * (c[j] - entry_px[ie]); pos += qty[ie]; entered = ie; ie += 1
+            ticks += qty[ie] * (cj - entry_px[ie]); pos += qty[ie]; entered = ie; ie += 1
         first_exit = ix
         while ix < m and x[ix] == j:                             # exit bar: the close replaced by the exit price
-            ticks += qty[ix] * (exit_px[ix] - c[j]); pos -= qty[ix]; ix += 1
+            ticks += qty[ix] * (exit_px[ix] - cj); pos -= qty[ix]; ix += 1
         dollars = ticks * tick_value
         if entered >= 0: dollars -= half_cost[entered]           # each side's costs on its own bar
         for i in range(first_exit, ix): dollars -= half_cost[i]
@@ -382,10 +395,49 @@ def _equity_nb(c, e, x, qty, entry_px, exit_px, half_cost, tick_value, capital):
         equity[j], position[j] = acc + capital, pos
     return equity, position
 
-def _equity(tr:dict, trades:pd.DataFrame, c:np.ndarray, spec:InstrumentSpec, capital:float)->tuple:
+def _equity(tr:dict, trades:pd.DataFrame, close:np.ndarray, inv:float, spec:InstrumentSpec, capital:float)->tuple:
     "Per-bar equity in dollars and the signed position after each close (integer tick arithmetic until the dollars)."
-    return _equity_nb(c, tr['entry_bar'], tr['exit_bar'], tr['side'] * tr['contracts'], tr['entry_px'], tr['exit_px'],
+    return _equity_nb(close, float(inv), tr['entry_bar'], tr['exit_bar'], tr['side'] * tr['contracts'], tr['entry_px'], tr['exit_px'],
                       trades['cost_dollars'].to_numpy() / 2, float(spec.tick_value_dollars), float(capital))
+
+# %% ../nbs/12_backtest.ipynb #dfea2115
+_HOUR_NS, _DAY_NS = 3_600_000_000_000, 86_400_000_000_000
+
+@njit(cache=True)
+def _hour_starts_nb(utc_ns):
+    "Positions where a new UTC hour starts (stamps sorted ascending)."
+    out = np.empty(len(utc_ns), np.int64)
+    k, last = 0, -1
+    for j in range(len(utc_ns)):
+        hr = utc_ns[j] // _HOUR_NS
+        if j == 0 or hr != last: out[k] = j; k += 1; last = hr
+    return out[:k]
+
+_NO_OFFSET = np.iinfo(np.int64).min    # marks an hour in which the offset changes
+
+@njit(cache=True)
+def _days_nb(utc_ns, starts, offset_ns, shift_ns):
+    "Day number of utc + the hour's offset + shift for each stamp; -1 where the hour's offset is not one value."
+    n, days = len(utc_ns), np.empty(len(utc_ns), np.int64)
+    for i in range(len(starts)):
+        end = starts[i + 1] if i + 1 < len(starts) else n
+        for j in range(starts[i], end):
+            days[j] = (utc_ns[j] + offset_ns[i] + shift_ns) // _DAY_NS if offset_ns[i] != _NO_OFFSET else -1
+    return days
+
+def _session_dates(index:pd.DatetimeIndex, spec:InstrumentSpec)->np.ndarray:
+    "`scalp_lib.data.session_dates(index, spec)`, value for value, with one time-zone lookup per hour of data."
+    utc = index.as_unit("ns").asi8                            # pandas may hold us or s resolution
+    starts = _hour_starts_nb(utc)
+    hours = (utc[starts] // _HOUR_NS) * _HOUR_NS
+    wall = lambda ns: pd.DatetimeIndex(ns, tz='UTC').tz_convert(spec.tz).tz_localize(None).asi8 - ns
+    first, last = wall(hours), wall(hours + _HOUR_NS - 1)
+    offset = np.where(first == last, first, _NO_OFFSET)
+    shift = (24 * 60 - (spec.session_open.hour * 60 + spec.session_open.minute)) * 60_000_000_000 if spec.overnight else 0
+    days = _days_nb(utc, starts, offset, shift)
+    odd = np.flatnonzero(days < 0)                               # hours with a transition inside: bar by bar
+    if len(odd): days[odd] = session_dates(index[odd], spec).astype(np.int64)
+    return days.view('datetime64[D]')
 
 # %% ../nbs/12_backtest.ipynb #b5bf14a9
 def run_backtest(bars:pd.DataFrame, # OHLC bars (scalp_lib.data layout), tz-aware index
@@ -429,21 +481,21 @@ def run_backtest(bars:pd.DataFrame, # OHLC bars (scalp_lib.data layout), tz-awar
     comm = spec.commission_per_side_dollars if commission_per_side_dollars is None else float(commission_per_side_dollars)
     slip = spec.slippage_ticks if slippage_ticks is None else float(slippage_ticks)
     if not (comm >= 0 and slip >= 0): raise BacktestError(f"costs must be >= 0, got commission {comm}, slippage {slip}")
-    o, h, l, c = bar_ticks(bars, spec)
+    o, h, l, c, inv = _bar_prices(bars, spec)
     breakdown = None
     if proba is not None:
         p = _check_proba(proba, len(bars), bars.index)
         signal = signal_from_proba(p, entry_threshold, flat_threshold, contracts, hold, bars.index)
         breakdown = proba_signal_breakdown(p, entry_threshold, flat_threshold, contracts, hold, bars.index)
     sig = _check_signal(signal, bars)
-    sess = session_dates(bars.index, spec)
+    sess = _session_dates(bars.index, spec)
     new_session = np.empty(len(sess), dtype=bool)
     new_session[0] = True
     np.not_equal(sess[1:], sess[:-1], out=new_session[1:])
-    tr, outcome = _simulate(o, h, l, c, sig, new_session, cfg)
+    tr, outcome = _simulate(o, h, l, c, sig, new_session, cfg, inv)
     trades = _ledger(tr, bars, spec, comm, slip)
-    equity, position = _equity(tr, trades, c, spec, capital)
-    equity = pd.Series(equity, index=bars.index, name='equity_dollars')
+    equity, position = _equity(tr, trades, c, inv, spec, capital)
+    equity = pd.Series(equity, index=bars.index, name='equity_dollars', copy=False)
     metrics = compute_metrics(trades, equity, instrument=spec, initial_capital_dollars=capital, n_trials=n_trials,
                               trials_sharpe_std=trials_sharpe_std, sessions=sess, min_sessions=min_sessions, min_trades=min_trades)
     reasons = np.bincount(tr['reason'], minlength=len(EXIT_REASONS))
@@ -462,10 +514,10 @@ def run_backtest(bars:pd.DataFrame, # OHLC bars (scalp_lib.data layout), tz-awar
         used = section_defaults('backtest', entry_threshold=entry_threshold, flat_threshold=flat_threshold, contracts=contracts, hold_signal=hold)
         settings.update({k: used[k] for k in ('entry_threshold', 'flat_threshold', 'contracts', 'hold_signal')})
     rec = signal_reconciliation(outcome, len(bars), int(trades['bars_held'].sum()))
-    return BacktestResult(trades, equity, metrics, pd.Series(position, index=bars.index, name='contracts'),
-                          pd.Series(sig, index=bars.index, name='signal'), counts, settings, rec, breakdown)
+    return BacktestResult(trades, equity, metrics, pd.Series(position, index=bars.index, name='contracts', copy=False),
+                          pd.Series(sig, index=bars.index, name='signal', copy=False), counts, settings, rec, breakdown)
 
-# %% ../nbs/12_backtest.ipynb #70514d25
+# %% ../nbs/12_backtest.ipynb #4667ed82
 def signal_reconciliation(outcome:np.ndarray, # (k, 2) counts per SIGNAL_OUTCOMES row (first k), long / short
                           n_bars:int, # bars in the backtest
                           bars_in_position:int, # bars during which a position was held (sum of the ledger's bars_held)
@@ -485,7 +537,7 @@ def signal_reconciliation(outcome:np.ndarray, # (k, 2) counts per SIGNAL_OUTCOME
                     exposure_pct=100 * bars_in_position / max(n_bars, 1))
     return df
 
-# %% ../nbs/12_backtest.ipynb #041f0d4b
+# %% ../nbs/12_backtest.ipynb #82135170
 def proba_signal_breakdown(proba, # (n_bars, 3) probabilities of down / flat / up
                            entry_threshold:float|None=None, # as for `signal_from_proba`; default settings
                            flat_threshold:float|None=None, # as for `signal_from_proba`
@@ -519,7 +571,7 @@ def proba_signal_breakdown(proba, # (n_bars, 3) probabilities of down / flat / u
     df.attrs.update(entry_threshold=thr, flat_threshold=ft, hold=hold_)
     return df
 
-# %% ../nbs/12_backtest.ipynb #6a6f864c
+# %% ../nbs/12_backtest.ipynb #76b8b4f3
 VERDICT_SIGNAL_PCT = 20.0    # the signal is 'on' when non-zero on at least this share of bars
 VERDICT_ENTRY_PCT = 5.0      # ... and a rule decides when fewer than this share of its signal bars became entries
 VERDICT_REASON_PCT = 50.0    # ... because one skip reason (other than in_position) takes at least this share
@@ -593,7 +645,7 @@ def _run_by_contract(bars:pd.DataFrame, signal, proba, kw:dict)->BacktestResult:
     "Backtest each contract's bars on their own and chain the results: no position crosses a roll."
     from scalp_lib.contracts import roll_boundaries
     spec = get_instrument(kw['instrument'])
-    bar_ticks(bars, spec)                                      # every bar checked once, rows of the whole series
+    _bar_prices(bars, spec)                                    # every bar checked once, rows of the whole series
     sig = None if signal is None else _check_signal(signal, bars)
     pr = None if proba is None else _check_proba(proba, len(bars), bars.index)
     capital = kw['initial_capital_dollars']

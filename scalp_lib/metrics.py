@@ -85,8 +85,9 @@ def daily_pnl(equity:pd.Series, # per-bar equity in dollars
               sessions=None, # precomputed session dates
              )->pd.Series: # P&L of each session, dollars
     "Dollar P&L of each trading session (the first measured from the initial capital)."
-    eq = daily_equity(equity, instrument, sessions)
-    return eq.diff().fillna(eq.iloc[0] - initial_capital_dollars).rename('pnl_dollars')
+    return _pnl_of(daily_equity(equity, instrument, sessions), initial_capital_dollars)
+
+def _pnl_of(eq:pd.Series, cap:float)->pd.Series: return eq.diff().fillna(eq.iloc[0] - cap).rename('pnl_dollars')
 
 def daily_returns(equity:pd.Series, # per-bar equity in dollars
                   initial_capital_dollars:float, # equity before the first bar
@@ -94,7 +95,9 @@ def daily_returns(equity:pd.Series, # per-bar equity in dollars
                   sessions=None, # precomputed session dates
                  )->pd.Series: # simple return of each session (fraction)
     "Simple return of each session on the equity at the previous session's close."
-    eq = daily_equity(equity, instrument, sessions)
+    return _returns_of(daily_equity(equity, instrument, sessions), initial_capital_dollars)
+
+def _returns_of(eq:pd.Series, initial_capital_dollars:float)->pd.Series:
     prev = eq.shift(1).fillna(initial_capital_dollars)
     if (prev <= 0).any(): raise MetricsError("equity fell to zero or below: returns are undefined (raise the initial capital)")
     return (eq / prev - 1).rename('return')
@@ -163,7 +166,10 @@ def max_drawdown(equity, # equity path in dollars (per bar or per session)
     e = np.asarray(equity, dtype=np.float64)
     peak = np.maximum.accumulate(e)
     np.maximum(peak, float(initial_capital_dollars), out=peak)
-    return min(0.0, float((e - peak).min())), min(0.0, float((e / peak).min() - 1) * 100)
+    below = e - peak
+    dd_dollars = float(below.min())
+    np.divide(e, peak, out=below)                  # one temporary for both (long per-bar series)
+    return min(0.0, dd_dollars), min(0.0, float(below.min() - 1) * 100)
 
 # %% ../nbs/11_metrics.ipynb #2302d278
 EULER_GAMMA = 0.5772156649015329
@@ -407,14 +413,14 @@ def compute_metrics(trades:pd.DataFrame, # trade ledger (see `TRADE_COLUMNS`)
     eq_bar = equity.to_numpy(np.float64)
     eq_day = daily_equity(equity, instrument, sess)
     ppy, note = periods_per_year(eq_day.index.values)
-    pnl = daily_pnl(equity, cap, instrument, sess).to_numpy()
+    pnl = _pnl_of(eq_day, cap).to_numpy()
     notes = ''
     if (eq_day.to_numpy() <= 0).any():      # ruin: returns on a non-positive account are undefined
         ruin = eq_day.index[np.argmax(eq_day.to_numpy() <= 0)]
         notes = (f"equity fell to zero or below on {ruin:%Y-%m-%d}: return statistics are not defined (NaN); "
                  f"raise initial_capital_dollars above {cap:,.0f}")
         ret = np.full(len(eq_day), np.nan)
-    else: ret = daily_returns(equity, cap, instrument, sess).to_numpy()
+    else: ret = _returns_of(eq_day, cap).to_numpy()
     rs = ret if not notes else np.zeros(0)          # the return statistics below see no returns after a ruin
     dd_dollars, dd_pct = max_drawdown(eq_bar, cap)
     under = eq_day.to_numpy() < np.maximum.accumulate(np.concatenate(([cap], eq_day.to_numpy())))[1:]
