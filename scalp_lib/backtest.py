@@ -371,7 +371,7 @@ def _ledger(tr:dict, bars:pd.DataFrame, spec:InstrumentSpec, comm:float, slip:fl
         'bars_held': np.where(tr['phase'] == 0, x - e, x - e + 1), 'mae_ticks': tr['mae'], 'mfe_ticks': tr['mfe'],
         'ambiguous': tr['ambiguous']}, index=pd.RangeIndex(len(e), name='trade'))
 
-# %% ../nbs/12_backtest.ipynb #c14338ed
+# %% ../nbs/12_backtest.ipynb #d81d3d17
 @njit(cache=True)
 def _equity_nb(close, inv, e, x, qty, entry_px, exit_px, half_cost, tick_value, capital):
     "Per-bar equity (dollars) and position after each close; trades in entry order, exits never earlier than the last."
@@ -400,7 +400,7 @@ def _equity(tr:dict, trades:pd.DataFrame, close:np.ndarray, inv:float, spec:Inst
     return _equity_nb(close, float(inv), tr['entry_bar'], tr['exit_bar'], tr['side'] * tr['contracts'], tr['entry_px'], tr['exit_px'],
                       trades['cost_dollars'].to_numpy() / 2, float(spec.tick_value_dollars), float(capital))
 
-# %% ../nbs/12_backtest.ipynb #dfea2115
+# %% ../nbs/12_backtest.ipynb #0789488e
 _HOUR_NS, _DAY_NS = 3_600_000_000_000, 86_400_000_000_000
 
 @njit(cache=True)
@@ -517,27 +517,25 @@ def run_backtest(bars:pd.DataFrame, # OHLC bars (scalp_lib.data layout), tz-awar
     return BacktestResult(trades, equity, metrics, pd.Series(position, index=bars.index, name='contracts', copy=False),
                           pd.Series(sig, index=bars.index, name='signal', copy=False), counts, settings, rec, breakdown)
 
-# %% ../nbs/12_backtest.ipynb #4667ed82
+# %% ../nbs/12_backtest.ipynb #9107136f
 def signal_reconciliation(outcome:np.ndarray, # (k, 2) counts per SIGNAL_OUTCOMES row (first k), long / short
                           n_bars:int, # bars in the backtest
                           bars_in_position:int, # bars during which a position was held (sum of the ledger's bars_held)
                          )->pd.DataFrame: # signal_bars, entry, then each skip reason: long, short, total, pct, meaning
     "Signal bars, entries and skipped signal bars by reason; attrs: n_bars, signal_pct, exposure_pct."
-    out = np.zeros((len(SIGNAL_OUTCOMES), 2), np.int64)
-    out[:len(outcome)] = outcome
-    df = pd.DataFrame(out, index=list(SIGNAL_OUTCOMES), columns=['long', 'short'])
-    df.loc['signal_bars'] = df.sum()
-    df = df.loc[['signal_bars', *SIGNAL_OUTCOMES]]
-    df['total'] = df['long'] + df['short']
-    n_sig = int(df.loc['signal_bars', 'total'])
-    df['pct_of_signal_bars'] = 100 * df['total'] / max(n_sig, 1)
-    df['meaning'] = ['bars with a non-zero signal (long / short)'] + list(SIGNAL_OUTCOMES.values())
-    df.index.name = 'outcome'
+    out = np.zeros((len(SIGNAL_OUTCOMES) + 1, 2), np.int64)
+    out[1:len(outcome) + 1] = outcome
+    out[0] = out[1:].sum(axis=0)                                # the signal bars: every outcome is one of them
+    total = out.sum(axis=1)
+    n_sig = int(total[0])
+    df = pd.DataFrame({'long': out[:, 0], 'short': out[:, 1], 'total': total, 'pct_of_signal_bars': 100 * total / max(n_sig, 1),
+                       'meaning': ['bars with a non-zero signal (long / short)', *SIGNAL_OUTCOMES.values()]},
+                      index=pd.Index(['signal_bars', *SIGNAL_OUTCOMES], name='outcome'))
     df.attrs.update(n_bars=int(n_bars), signal_pct=100 * n_sig / max(n_bars, 1), bars_in_position=int(bars_in_position),
                     exposure_pct=100 * bars_in_position / max(n_bars, 1))
     return df
 
-# %% ../nbs/12_backtest.ipynb #82135170
+# %% ../nbs/12_backtest.ipynb #2d117b3e
 def proba_signal_breakdown(proba, # (n_bars, 3) probabilities of down / flat / up
                            entry_threshold:float|None=None, # as for `signal_from_proba`; default settings
                            flat_threshold:float|None=None, # as for `signal_from_proba`
@@ -571,7 +569,7 @@ def proba_signal_breakdown(proba, # (n_bars, 3) probabilities of down / flat / u
     df.attrs.update(entry_threshold=thr, flat_threshold=ft, hold=hold_)
     return df
 
-# %% ../nbs/12_backtest.ipynb #76b8b4f3
+# %% ../nbs/12_backtest.ipynb #38197a3a
 VERDICT_SIGNAL_PCT = 20.0    # the signal is 'on' when non-zero on at least this share of bars
 VERDICT_ENTRY_PCT = 5.0      # ... and a rule decides when fewer than this share of its signal bars became entries
 VERDICT_REASON_PCT = 50.0    # ... because one skip reason (other than in_position) takes at least this share
