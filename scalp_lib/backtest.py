@@ -18,12 +18,12 @@ from .metrics import PerformanceMetrics, compute_metrics, sample_minimums, _fini
 
 # %% auto #0
 __all__ = ['INTRABAR_RULES', 'REENTRY_MODES', 'EXIT_REASONS', 'EXIT_FILLS', 'SIGNAL_OUTCOMES', 'VERDICT_SIGNAL_PCT',
-           'VERDICT_ENTRY_PCT', 'VERDICT_REASON_PCT', 'MIN_SEGMENT_BARS', 'SCENARIO_COLUMNS', 'BacktestError',
-           'SignalError', 'ProbaError', 'backtest_settings', 'bar_ticks', 'signal_from_proba', 'momentum_proba',
-           'BacktestResult', 'run_backtest', 'signal_reconciliation', 'proba_signal_breakdown', 'signal_verdict',
-           'buy_and_hold', 'default_cost_scenarios', 'cost_scenarios', 'sensitivity_grid', 'plot_pnl_distribution',
-           'plot_mae_mfe', 'plot_pnl_by_hour', 'plot_pnl_by_holding', 'plot_trade_analysis', 'exit_reason_table',
-           'plot_exit_reasons', 'plot_sensitivity']
+           'VERDICT_ENTRY_PCT', 'VERDICT_REASON_PCT', 'MIN_SEGMENT_BARS', 'SCENARIO_COLUMNS',
+           'SENSITIVITY_CLIP_MEDIANS', 'BacktestError', 'SignalError', 'ProbaError', 'backtest_settings', 'bar_ticks',
+           'signal_from_proba', 'momentum_proba', 'BacktestResult', 'run_backtest', 'signal_reconciliation',
+           'proba_signal_breakdown', 'signal_verdict', 'buy_and_hold', 'default_cost_scenarios', 'cost_scenarios',
+           'sensitivity_grid', 'grid_trials', 'plot_pnl_distribution', 'plot_mae_mfe', 'plot_pnl_by_hour',
+           'plot_pnl_by_holding', 'plot_trade_analysis', 'exit_reason_table', 'plot_exit_reasons', 'plot_sensitivity']
 
 # %% ../nbs/12_backtest.ipynb #dd534da1
 class BacktestError(ScalpLibError, ValueError):
@@ -371,7 +371,7 @@ def _ledger(tr:dict, bars:pd.DataFrame, spec:InstrumentSpec, comm:float, slip:fl
         'bars_held': np.where(tr['phase'] == 0, x - e, x - e + 1), 'mae_ticks': tr['mae'], 'mfe_ticks': tr['mfe'],
         'ambiguous': tr['ambiguous']}, index=pd.RangeIndex(len(e), name='trade'))
 
-# %% ../nbs/12_backtest.ipynb #d81d3d17
+# %% ../nbs/12_backtest.ipynb #0ebb3eb3
 @njit(cache=True)
 def _equity_nb(close, inv, e, x, qty, entry_px, exit_px, half_cost, tick_value, capital):
     "Per-bar equity (dollars) and position after each close; trades in entry order, exits never earlier than the last."
@@ -400,7 +400,7 @@ def _equity(tr:dict, trades:pd.DataFrame, close:np.ndarray, inv:float, spec:Inst
     return _equity_nb(close, float(inv), tr['entry_bar'], tr['exit_bar'], tr['side'] * tr['contracts'], tr['entry_px'], tr['exit_px'],
                       trades['cost_dollars'].to_numpy() / 2, float(spec.tick_value_dollars), float(capital))
 
-# %% ../nbs/12_backtest.ipynb #0789488e
+# %% ../nbs/12_backtest.ipynb #bc71ad6f
 _HOUR_NS, _DAY_NS = 3_600_000_000_000, 86_400_000_000_000
 
 @njit(cache=True)
@@ -517,7 +517,7 @@ def run_backtest(bars:pd.DataFrame, # OHLC bars (scalp_lib.data layout), tz-awar
     return BacktestResult(trades, equity, metrics, pd.Series(position, index=bars.index, name='contracts', copy=False),
                           pd.Series(sig, index=bars.index, name='signal', copy=False), counts, settings, rec, breakdown)
 
-# %% ../nbs/12_backtest.ipynb #9107136f
+# %% ../nbs/12_backtest.ipynb #c7813e0b
 def signal_reconciliation(outcome:np.ndarray, # (k, 2) counts per SIGNAL_OUTCOMES row (first k), long / short
                           n_bars:int, # bars in the backtest
                           bars_in_position:int, # bars during which a position was held (sum of the ledger's bars_held)
@@ -535,7 +535,7 @@ def signal_reconciliation(outcome:np.ndarray, # (k, 2) counts per SIGNAL_OUTCOME
                     exposure_pct=100 * bars_in_position / max(n_bars, 1))
     return df
 
-# %% ../nbs/12_backtest.ipynb #2d117b3e
+# %% ../nbs/12_backtest.ipynb #d07e4ab4
 def proba_signal_breakdown(proba, # (n_bars, 3) probabilities of down / flat / up
                            entry_threshold:float|None=None, # as for `signal_from_proba`; default settings
                            flat_threshold:float|None=None, # as for `signal_from_proba`
@@ -569,7 +569,7 @@ def proba_signal_breakdown(proba, # (n_bars, 3) probabilities of down / flat / u
     df.attrs.update(entry_threshold=thr, flat_threshold=ft, hold=hold_)
     return df
 
-# %% ../nbs/12_backtest.ipynb #38197a3a
+# %% ../nbs/12_backtest.ipynb #6fd2245e
 VERDICT_SIGNAL_PCT = 20.0    # the signal is 'on' when non-zero on at least this share of bars
 VERDICT_ENTRY_PCT = 5.0      # ... and a rule decides when fewer than this share of its signal bars became entries
 VERDICT_REASON_PCT = 50.0    # ... because one skip reason (other than in_position) takes at least this share
@@ -735,18 +735,28 @@ def sensitivity_grid(bars:pd.DataFrame, # OHLC bars
                      metric:str='net_profit', # a PerformanceMetrics field shown in the grid
                      instrument:str|InstrumentSpec='ES', # contract spec
                      **kwargs, # everything else for `run_backtest`
-                    )->pd.DataFrame: # thresholds x slippage; attrs['metrics'] holds every cell's PerformanceMetrics
-    "A metric over entry threshold x slippage; each cell is one backtest."
+                    )->pd.DataFrame: # thresholds x slippage, NaN where undefined; attrs: no_trades, metrics, n_trials, trials_sharpe_std
+    "A metric over entry threshold x slippage; each cell is one backtest, a cell without trades is NaN and marked."
     grid, cells = {}, {}
     for thr in entry_thresholds:
         for slip in slippage_ticks:
             r = run_backtest(bars, proba=proba, instrument=instrument, entry_threshold=thr, slippage_ticks=slip, **kwargs)
-            grid[(thr, slip)] = getattr(r.metrics, metric)
+            grid[(thr, slip)] = getattr(r.metrics, metric) if r.metrics.n_trades else np.nan
             cells[(thr, slip)] = r.metrics
-    out = pd.Series(grid).unstack()
+    out = pd.Series(grid, dtype=np.float64).unstack()
     out.index.name, out.columns.name = 'entry_threshold', 'slippage_ticks'
-    out.attrs.update(metric=metric, metrics=cells, n_trials=len(cells))
+    no_trades = pd.Series({k: m.n_trades == 0 for k, m in cells.items()}).unstack().reindex_like(out).astype(bool)
+    n_trials, sd, n_sharpe = grid_trials(cells)
+    out.attrs.update(metric=metric, metrics=cells, no_trades=no_trades, n_trials=n_trials, trials_sharpe_std=sd,
+                     n_trials_with_sharpe=n_sharpe)
     return out
+
+def grid_trials(cells:dict, # configuration -> PerformanceMetrics (a grid's attrs['metrics'])
+               )->tuple: # (n_trials, s.d. of per-period Sharpe across trials with one, how many had one)
+    "The deflated Sharpe ratio's trial count and Sharpe spread: every configuration counts, only defined Sharpes spread."
+    sr = np.array([m.sharpe / math.sqrt(m.periods_per_year) for m in cells.values()
+                   if m.n_trades and np.isfinite(m.sharpe) and m.periods_per_year > 0], dtype=np.float64)
+    return len(cells), (float(np.std(sr, ddof=1)) if len(sr) >= 2 else float('nan')), len(sr)
 
 # %% ../nbs/12_backtest.ipynb #9465c654
 def _net_ticks(trades:pd.DataFrame, tick_value_dollars:float)->pd.Series:
@@ -857,15 +867,40 @@ def plot_exit_reasons(trades:pd.DataFrame, # the ledger
     for ax in axes: ax.invert_yaxis()
     return _finish(fig, source)
 
+SENSITIVITY_CLIP_MEDIANS = 5.0   # the colour scale ends at the largest |value| within this many medians of |value|
+
+def _colour_limit(values:np.ndarray)->float:
+    "Half-width of a colour scale centred at 0 that an outlier row cannot stretch: the largest |value| <= 5 x median |value|."
+    a = np.abs(values[np.isfinite(values)])
+    if not len(a) or not a.max() > 0: return 1.0
+    inside = a[a <= SENSITIVITY_CLIP_MEDIANS * np.median(a)]
+    return float(inside.max()) if len(inside) and inside.max() > 0 else float(a.max())
+
 def plot_sensitivity(grid:pd.DataFrame, # from `sensitivity_grid`
                      unit:str='US$', # unit of the metric
                      title:str|None=None, source:str='')->plt.Figure:
-    "Heatmap of a metric over entry threshold x slippage."
+    "Heatmap of a metric over entry threshold x slippage: a robust colour scale centred at 0, clipped and empty cells marked."
     import seaborn as sns
-    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.55*len(grid)))
-    v = np.nanmax(np.abs(grid.to_numpy())) or 1.0
-    sns.heatmap(grid, annot=True, fmt=',.0f' if unit == 'US$' else '.2f', cmap='RdYlGn', center=0, vmin=-v, vmax=v,
-                cbar_kws={'label': f"{grid.attrs.get('metric', 'metric')} ({unit})"}, ax=ax, linewidths=0.5, annot_kws={'fontsize': 8})
+    vals = grid.to_numpy(np.float64)
+    no_trades = grid.attrs.get('no_trades')
+    no_trades = np.zeros(vals.shape, bool) if no_trades is None else no_trades.reindex_like(grid).to_numpy(bool)
+    v = _colour_limit(vals)
+    clipped = np.isfinite(vals) & (np.abs(vals) > v)
+    fmt = (lambda x: f"{x:,.0f}") if unit == 'US$' else (lambda x: f"{x:.2f}")
+    text = np.where(no_trades, 'no trades', 'n/a').astype(object)
+    for i, j in zip(*np.nonzero(np.isfinite(vals))): text[i, j] = fmt(vals[i, j]) + ('*' if clipped[i, j] else '')
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.55*len(grid)))
+    ax.set_facecolor('0.85')                                   # empty cells: grey with their reason written in
+    sns.heatmap(pd.DataFrame(vals, index=grid.index, columns=grid.columns), mask=~np.isfinite(vals), annot=text, fmt='',
+                cmap='RdYlGn', center=0, vmin=-v, vmax=v, ax=ax, linewidths=0.5, annot_kws={'fontsize': 8},
+                cbar_kws={'label': f"{grid.attrs.get('metric', 'metric')} ({unit})", 'extend': 'both' if clipped.any() else 'neither'})
+    for i, j in zip(*np.nonzero(~np.isfinite(vals))):
+        ax.text(j + 0.5, i + 0.5, text[i, j], ha='center', va='center', fontsize=8, color='0.25')
     ax.set(title=title or f"Sensitivity of {grid.attrs.get('metric', 'the metric')} to entry threshold and slippage",
            xlabel='slippage per side (ticks)', ylabel='entry threshold (class probability)')
+    notes = ([f"* {int(clipped.sum())} cell(s) beyond the colour scale of +-{fmt(v)} {unit}",
+              f"(the largest |value| within {SENSITIVITY_CLIP_MEDIANS:g}x the median |value|)"] if clipped.any() else [])
+    if no_trades.any(): notes.append(f"{int(no_trades.sum())} configuration(s) made no trades")
+    if not np.isfinite(vals).any(): notes.append('no configuration has a defined value')
+    if notes: ax.set_xlabel('\n'.join(['slippage per side (ticks)', *notes]), fontsize=8)
     return _finish(fig, source)
