@@ -642,6 +642,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'scalp_lib.labels._positive_int': ('labels.html#_positive_int', 'scalp_lib/labels.py'),
                                   'scalp_lib.labels._report': ('labels.html#_report', 'scalp_lib/labels.py'),
                                   'scalp_lib.labels._session_codes': ('labels.html#_session_codes', 'scalp_lib/labels.py'),
+                                  'scalp_lib.labels._triple_barrier_nb': ('labels.html#_triple_barrier_nb', 'scalp_lib/labels.py'),
+                                  'scalp_lib.labels._window_extremes_nb': ('labels.html#_window_extremes_nb', 'scalp_lib/labels.py'),
                                   'scalp_lib.labels._with_t1': ('labels.html#_with_t1', 'scalp_lib/labels.py'),
                                   'scalp_lib.labels.class_balance': ('labels.html#class_balance', 'scalp_lib/labels.py'),
                                   'scalp_lib.labels.direction_labels': ('labels.html#direction_labels', 'scalp_lib/labels.py'),
