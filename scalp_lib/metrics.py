@@ -48,7 +48,7 @@ def periods_per_year(sessions, # trading dates of the sessions (datetime64[D] or
     weekdays = np.unique(((d.astype(np.int64) + 3) % 7))          # 0 = Monday (1970-01-01 was a Thursday)
     span = np.arange(d[0], d[-1] + np.timedelta64(1, 'D'))
     assumed = (d[-1] - d[0]).astype(int) < 6 and len(weekdays) < 5
-    if assumed: weekdays = np.arange(5)
+    if assumed: weekdays = np.union1d(np.arange(5), weekdays)      # Mon-Fri, plus any weekend day the data has
     possible = int(np.isin((span.astype(np.int64) + 3) % 7, weekdays).sum())
     coverage = min(1.0, len(d) / possible)
     ppy = coverage * len(weekdays) * 365.25 / 7
