@@ -352,6 +352,8 @@ class BacktestResult:
         return out
     def __repr__(self): return f"BacktestResult({self.summary()})"
 
+_FILL_DTYPE, _REASON_DTYPE = pd.CategoricalDtype(EXIT_FILLS), pd.CategoricalDtype(EXIT_REASONS)   # built once, not per call
+
 def _ledger(tr:dict, bars:pd.DataFrame, spec:InstrumentSpec, comm:float, slip:float)->pd.DataFrame:
     "The trade ledger: one row per round trip, prices in points, money in dollars."
     e, x, side, contracts = tr['entry_bar'], tr['exit_bar'], tr['side'], tr['contracts']
@@ -364,14 +366,14 @@ def _ledger(tr:dict, bars:pd.DataFrame, spec:InstrumentSpec, comm:float, slip:fl
         'entry_time': idx[e], 'exit_time': idx[x], 'entry_bar': e, 'exit_bar': x,
         'side': side.astype(np.int8), 'contracts': contracts,
         'entry_price': tr['entry_px'] * spec.tick_size, 'exit_price': tr['exit_px'] * spec.tick_size,
-        'exit_fill': pd.Categorical.from_codes(tr['phase'], EXIT_FILLS),
+        'exit_fill': pd.Categorical.from_codes(tr['phase'], dtype=_FILL_DTYPE),
         'ticks': ticks, 'gross_dollars': gross, 'commission_dollars': commission, 'slippage_dollars': slippage,
         'cost_dollars': commission + slippage, 'net_dollars': gross - commission - slippage,
-        'exit_reason': pd.Categorical.from_codes(tr['reason'], EXIT_REASONS),
+        'exit_reason': pd.Categorical.from_codes(tr['reason'], dtype=_REASON_DTYPE),
         'bars_held': np.where(tr['phase'] == 0, x - e, x - e + 1), 'mae_ticks': tr['mae'], 'mfe_ticks': tr['mfe'],
         'ambiguous': tr['ambiguous']}, index=pd.RangeIndex(len(e), name='trade'))
 
-# %% ../nbs/12_backtest.ipynb #0ebb3eb3
+# %% ../nbs/12_backtest.ipynb #f6abfb76
 @njit(cache=True)
 def _equity_nb(close, inv, e, x, qty, entry_px, exit_px, half_cost, tick_value, capital):
     "Per-bar equity (dollars) and position after each close; trades in entry order, exits never earlier than the last."
@@ -400,44 +402,64 @@ def _equity(tr:dict, trades:pd.DataFrame, close:np.ndarray, inv:float, spec:Inst
     return _equity_nb(close, float(inv), tr['entry_bar'], tr['exit_bar'], tr['side'] * tr['contracts'], tr['entry_px'], tr['exit_px'],
                       trades['cost_dollars'].to_numpy() / 2, float(spec.tick_value_dollars), float(capital))
 
-# %% ../nbs/12_backtest.ipynb #bc71ad6f
-_HOUR_NS, _DAY_NS = 3_600_000_000_000, 86_400_000_000_000
+# %% ../nbs/12_backtest.ipynb #a80c41c0
+_NS_PER = {'s': 1_000_000_000, 'ms': 1_000_000, 'us': 1_000, 'ns': 1}   # nanoseconds per unit of a pandas time stamp
 
 @njit(cache=True)
-def _hour_starts_nb(utc_ns):
-    "Positions where a new UTC hour starts (stamps sorted ascending)."
-    out = np.empty(len(utc_ns), np.int64)
-    k, last = 0, -1
-    for j in range(len(utc_ns)):
-        hr = utc_ns[j] // _HOUR_NS
-        if j == 0 or hr != last: out[k] = j; k += 1; last = hr
-    return out[:k]
+def _hour_starts_nb(stamps, hour):
+    "Positions where a new hour starts (stamps sorted ascending, `hour` in their unit); one division per hour, not per stamp."
+    out = np.empty(len(stamps), np.int64)                       # pages never written cost nothing
+    k, end = 0, np.iinfo(np.int64).min
+    for j in range(len(stamps)):
+        if stamps[j] >= end:
+            out[k] = j; k += 1
+            end = (stamps[j] // hour + 1) * hour
+    return out[:k].copy()
 
 _NO_OFFSET = np.iinfo(np.int64).min    # marks an hour in which the offset changes
 
 @njit(cache=True)
-def _days_nb(utc_ns, starts, offset_ns, shift_ns):
-    "Day number of utc + the hour's offset + shift for each stamp; -1 where the hour's offset is not one value."
-    n, days = len(utc_ns), np.empty(len(utc_ns), np.int64)
+def _days_nb(stamps, starts, offset, shift, day):
+    "Day number of stamp + its hour's offset + shift, and where a new day starts; -1 where the hour's offset is not one value."
+    n = len(stamps)
+    days, new_day = np.empty(n, np.int64), np.empty(n, np.bool_)
+    d, lo, hi = np.int64(-2), np.int64(0), np.int64(0)          # the current day and its range [lo, hi)
     for i in range(len(starts)):
         end = starts[i + 1] if i + 1 < len(starts) else n
         for j in range(starts[i], end):
-            days[j] = (utc_ns[j] + offset_ns[i] + shift_ns) // _DAY_NS if offset_ns[i] != _NO_OFFSET else -1
-    return days
+            if offset[i] == _NO_OFFSET: days[j], new_day[j] = -1, True; d = -2; continue
+            x = stamps[j] + offset[i] + shift
+            if not lo <= x < hi:
+                lo = (x // day) * day
+                hi = lo + day
+                new_day[j] = lo // day != d
+                d = lo // day
+            else: new_day[j] = False
+            days[j] = d
+    if n: new_day[0] = True
+    return days, new_day
+
+def _session_calendar(index:pd.DatetimeIndex, spec:InstrumentSpec)->tuple:
+    "`scalp_lib.data.session_dates(index, spec)` value for value (one time-zone lookup per hour), and where sessions start."
+    per = _NS_PER[index.unit]
+    stamps = index.asi8                                          # UTC, in the index's own unit
+    hour, day = 3600 * 1_000_000_000 // per, 86_400 * 1_000_000_000 // per
+    starts = _hour_starts_nb(stamps, hour)
+    hours_ns = (stamps[starts] // hour) * hour * per
+    wall = lambda ns: pd.DatetimeIndex(ns, tz='UTC').tz_convert(spec.tz).tz_localize(None).asi8 - ns
+    first, last = wall(hours_ns), wall(hours_ns + 3_600_000_000_000 - 1)
+    offset = np.where(first == last, first // per, _NO_OFFSET)   # offsets are whole seconds: exact in any unit
+    shift = (24 * 60 - (spec.session_open.hour * 60 + spec.session_open.minute)) * 60 * 1_000_000_000 // per if spec.overnight else 0
+    days, new_session = _days_nb(stamps, starts, offset, shift, day)
+    odd = np.flatnonzero(days < 0)                               # hours with a transition inside: bar by bar
+    if len(odd):
+        days[odd] = session_dates(index[odd], spec).astype(np.int64)
+        new_session[1:] = days[1:] != days[:-1]
+    return days.view('datetime64[D]'), new_session
 
 def _session_dates(index:pd.DatetimeIndex, spec:InstrumentSpec)->np.ndarray:
     "`scalp_lib.data.session_dates(index, spec)`, value for value, with one time-zone lookup per hour of data."
-    utc = index.as_unit("ns").asi8                            # pandas may hold us or s resolution
-    starts = _hour_starts_nb(utc)
-    hours = (utc[starts] // _HOUR_NS) * _HOUR_NS
-    wall = lambda ns: pd.DatetimeIndex(ns, tz='UTC').tz_convert(spec.tz).tz_localize(None).asi8 - ns
-    first, last = wall(hours), wall(hours + _HOUR_NS - 1)
-    offset = np.where(first == last, first, _NO_OFFSET)
-    shift = (24 * 60 - (spec.session_open.hour * 60 + spec.session_open.minute)) * 60_000_000_000 if spec.overnight else 0
-    days = _days_nb(utc, starts, offset, shift)
-    odd = np.flatnonzero(days < 0)                               # hours with a transition inside: bar by bar
-    if len(odd): days[odd] = session_dates(index[odd], spec).astype(np.int64)
-    return days.view('datetime64[D]')
+    return _session_calendar(index, spec)[0]
 
 # %% ../nbs/12_backtest.ipynb #b5bf14a9
 def run_backtest(bars:pd.DataFrame, # OHLC bars (scalp_lib.data layout), tz-aware index
@@ -488,10 +510,7 @@ def run_backtest(bars:pd.DataFrame, # OHLC bars (scalp_lib.data layout), tz-awar
         signal = signal_from_proba(p, entry_threshold, flat_threshold, contracts, hold, bars.index)
         breakdown = proba_signal_breakdown(p, entry_threshold, flat_threshold, contracts, hold, bars.index)
     sig = _check_signal(signal, bars)
-    sess = _session_dates(bars.index, spec)
-    new_session = np.empty(len(sess), dtype=bool)
-    new_session[0] = True
-    np.not_equal(sess[1:], sess[:-1], out=new_session[1:])
+    sess, new_session = _session_calendar(bars.index, spec)
     tr, outcome = _simulate(o, h, l, c, sig, new_session, cfg, inv)
     trades = _ledger(tr, bars, spec, comm, slip)
     equity, position = _equity(tr, trades, c, inv, spec, capital)
@@ -517,7 +536,7 @@ def run_backtest(bars:pd.DataFrame, # OHLC bars (scalp_lib.data layout), tz-awar
     return BacktestResult(trades, equity, metrics, pd.Series(position, index=bars.index, name='contracts', copy=False),
                           pd.Series(sig, index=bars.index, name='signal', copy=False), counts, settings, rec, breakdown)
 
-# %% ../nbs/12_backtest.ipynb #c7813e0b
+# %% ../nbs/12_backtest.ipynb #eff1f696
 def signal_reconciliation(outcome:np.ndarray, # (k, 2) counts per SIGNAL_OUTCOMES row (first k), long / short
                           n_bars:int, # bars in the backtest
                           bars_in_position:int, # bars during which a position was held (sum of the ledger's bars_held)
@@ -535,7 +554,7 @@ def signal_reconciliation(outcome:np.ndarray, # (k, 2) counts per SIGNAL_OUTCOME
                     exposure_pct=100 * bars_in_position / max(n_bars, 1))
     return df
 
-# %% ../nbs/12_backtest.ipynb #d07e4ab4
+# %% ../nbs/12_backtest.ipynb #91a33b84
 def proba_signal_breakdown(proba, # (n_bars, 3) probabilities of down / flat / up
                            entry_threshold:float|None=None, # as for `signal_from_proba`; default settings
                            flat_threshold:float|None=None, # as for `signal_from_proba`
@@ -569,7 +588,7 @@ def proba_signal_breakdown(proba, # (n_bars, 3) probabilities of down / flat / u
     df.attrs.update(entry_threshold=thr, flat_threshold=ft, hold=hold_)
     return df
 
-# %% ../nbs/12_backtest.ipynb #6fd2245e
+# %% ../nbs/12_backtest.ipynb #a2d56f92
 VERDICT_SIGNAL_PCT = 20.0    # the signal is 'on' when non-zero on at least this share of bars
 VERDICT_ENTRY_PCT = 5.0      # ... and a rule decides when fewer than this share of its signal bars became entries
 VERDICT_REASON_PCT = 50.0    # ... because one skip reason (other than in_position) takes at least this share

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields, asdict
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from numba import njit
 from scipy import stats as sps
 
 from .config import ScalpLibError, InstrumentSpec, section_defaults
@@ -159,17 +160,28 @@ def conditional_value_at_risk(returns, # per-period returns (or dollar P&L)
     a = 1 - level
     return float(r.mean() - r.std(ddof=1) * sps.norm.pdf(sps.norm.ppf(a)) / a)
 
+@njit(cache=True)
+def _drawdown_nb(e, cap):
+    "Lowest e - peak and lowest e / peak in one pass (peak: running maximum, at least cap); ok=False on a NaN."
+    run, low, ratio = -np.inf, np.inf, np.inf
+    for x in e:
+        if np.isnan(x): return low, ratio, False
+        run = max(run, x)
+        p = max(run, cap)
+        low, ratio = min(low, x - p), min(ratio, x / p)
+    return low, ratio, True
+
 def max_drawdown(equity, # equity path in dollars (per bar or per session)
                  initial_capital_dollars:float, # the first peak
                 )->tuple[float, float]: # (dollars, percent of the peak), both <= 0
     "Deepest fall of the equity below its running peak (the initial capital counts as a peak)."
     e = np.asarray(equity, dtype=np.float64)
-    peak = np.maximum.accumulate(e)
+    if len(e):                                     # one compiled pass, no temporaries (per-bar series are long)
+        low, ratio, ok = _drawdown_nb(e, float(initial_capital_dollars))
+        if ok: return min(0.0, float(low)), min(0.0, float(ratio - 1) * 100)
+    peak = np.maximum.accumulate(e)                # NaN (or no value): numpy's own propagation
     np.maximum(peak, float(initial_capital_dollars), out=peak)
-    below = e - peak
-    dd_dollars = float(below.min())
-    np.divide(e, peak, out=below)                  # one temporary for both (long per-bar series)
-    return min(0.0, dd_dollars), min(0.0, float(below.min() - 1) * 100)
+    return min(0.0, float((e - peak).min())), min(0.0, float((e / peak).min() - 1) * 100)
 
 # %% ../nbs/11_metrics.ipynb #2302d278
 EULER_GAMMA = 0.5772156649015329
