@@ -373,7 +373,7 @@ def _ledger(tr:dict, bars:pd.DataFrame, spec:InstrumentSpec, comm:float, slip:fl
         'bars_held': np.where(tr['phase'] == 0, x - e, x - e + 1), 'mae_ticks': tr['mae'], 'mfe_ticks': tr['mfe'],
         'ambiguous': tr['ambiguous']}, index=pd.RangeIndex(len(e), name='trade'))
 
-# %% ../nbs/12_backtest.ipynb #f6abfb76
+# %% ../nbs/12_backtest.ipynb #37b3d98a
 @njit(cache=True)
 def _equity_nb(close, inv, e, x, qty, entry_px, exit_px, half_cost, tick_value, capital):
     "Per-bar equity (dollars) and position after each close; trades in entry order, exits never earlier than the last."
@@ -402,7 +402,7 @@ def _equity(tr:dict, trades:pd.DataFrame, close:np.ndarray, inv:float, spec:Inst
     return _equity_nb(close, float(inv), tr['entry_bar'], tr['exit_bar'], tr['side'] * tr['contracts'], tr['entry_px'], tr['exit_px'],
                       trades['cost_dollars'].to_numpy() / 2, float(spec.tick_value_dollars), float(capital))
 
-# %% ../nbs/12_backtest.ipynb #a80c41c0
+# %% ../nbs/12_backtest.ipynb #0dddc40c
 _NS_PER = {'s': 1_000_000_000, 'ms': 1_000_000, 'us': 1_000, 'ns': 1}   # nanoseconds per unit of a pandas time stamp
 
 @njit(cache=True)
@@ -536,7 +536,7 @@ def run_backtest(bars:pd.DataFrame, # OHLC bars (scalp_lib.data layout), tz-awar
     return BacktestResult(trades, equity, metrics, pd.Series(position, index=bars.index, name='contracts', copy=False),
                           pd.Series(sig, index=bars.index, name='signal', copy=False), counts, settings, rec, breakdown)
 
-# %% ../nbs/12_backtest.ipynb #eff1f696
+# %% ../nbs/12_backtest.ipynb #017a65e0
 def signal_reconciliation(outcome:np.ndarray, # (k, 2) counts per SIGNAL_OUTCOMES row (first k), long / short
                           n_bars:int, # bars in the backtest
                           bars_in_position:int, # bars during which a position was held (sum of the ledger's bars_held)
@@ -554,7 +554,7 @@ def signal_reconciliation(outcome:np.ndarray, # (k, 2) counts per SIGNAL_OUTCOME
                     exposure_pct=100 * bars_in_position / max(n_bars, 1))
     return df
 
-# %% ../nbs/12_backtest.ipynb #91a33b84
+# %% ../nbs/12_backtest.ipynb #ffbb2906
 def proba_signal_breakdown(proba, # (n_bars, 3) probabilities of down / flat / up
                            entry_threshold:float|None=None, # as for `signal_from_proba`; default settings
                            flat_threshold:float|None=None, # as for `signal_from_proba`
@@ -588,7 +588,7 @@ def proba_signal_breakdown(proba, # (n_bars, 3) probabilities of down / flat / u
     df.attrs.update(entry_threshold=thr, flat_threshold=ft, hold=hold_)
     return df
 
-# %% ../nbs/12_backtest.ipynb #a2d56f92
+# %% ../nbs/12_backtest.ipynb #51f6fea3
 VERDICT_SIGNAL_PCT = 20.0    # the signal is 'on' when non-zero on at least this share of bars
 VERDICT_ENTRY_PCT = 5.0      # ... and a rule decides when fewer than this share of its signal bars became entries
 VERDICT_REASON_PCT = 50.0    # ... because one skip reason (other than in_position) takes at least this share
@@ -616,6 +616,13 @@ def signal_verdict(result:BacktestResult, # a run_backtest result
                f"one reason >= {VERDICT_REASON_PCT:g}%)")
     elif n_sig == 0: out = "The signal is zero on every bar: nothing to trade"
     else: out = f"The model's signal decides when trades happen: {facts}"
+    pb = result.proba_breakdown
+    if pb is not None and pb.loc['bars', 'total']:
+        n_bars, n_sig_p = pb.loc['bars', 'total'], max(int(pb.loc['signal_bars', 'total']), 1)
+        out += (f"; from the probabilities, a rule fired on {100 * pb.loc['rule_fired', 'total'] / n_bars:.1f}% of bars, "
+                f"{100 * pb.loc['below_threshold', 'total'] / n_bars:.1f}% were below the entry threshold and "
+                f"{100 * pb.loc['flat_zone', 'total'] / n_bars:.1f}% in the flat zone; "
+                f"{100 * pb.loc['held', 'total'] / n_sig_p:.1f}% of signal bars only held an earlier bar's signal")
     m = result.metrics
     if not m.trades_ok: out += f"; only {m.n_trades} trades (< {m.min_trades}): too few to measure the model"
     return out

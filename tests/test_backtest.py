@@ -542,6 +542,7 @@ def test_reconciliation_with_probabilities_and_rolls():
     assert rec.loc['contract_roll', 'total'] == int(sig[39] != 0)
     assert rec.loc['end_of_data', 'total'] == int(sig[-1] != 0)
     assert rec.loc['signal_bars', 'total'] == rec['total'].drop('signal_bars').sum()
+    assert 'from the probabilities, a rule fired on' in bt.signal_verdict(r) and 'held an earlier bar' in r.summary()
 
 
 # ---------------------------------------------------------------- sensitivity grid
