@@ -576,7 +576,7 @@ def test_plot_sensitivity_survives_an_all_nan_grid_and_an_outlier_row():
 def test_a_backtest_on_weekend_dated_sessions_only_does_not_crash():
     "Short runs whose sessions all carry a weekend date: periods_per_year divided by zero possible days before."
     idx = pd.date_range('2024-01-12 17:00', periods=30, freq='min', tz='America/Chicago')   # Friday evening: Saturday's session
-    assert set(pd.DatetimeIndex(session_dates(idx)).dayofweek) == {5}
+    assert set(pd.DatetimeIndex(session_dates(idx)).day_of_week) == {5}
     px = np.full(30, 4800.0)
     bars = pd.DataFrame({'open': px, 'high': px + 0.25, 'low': px - 0.25, 'close': px, 'volume': 1.0}, index=idx)
     r = run_backtest(bars, np.r_[0, np.ones(29, int)], flat_at_session_end=False)
