@@ -1,11 +1,16 @@
 """Label speed on about a million synthetic 1-minute bars (725 ES sessions of scalp_lib.data.demo_bars).
 
-    OMP_NUM_THREADS=1 /usr/bin/time -v .venv/bin/python benchmarks/bench_labels.py [--days 725] [--only triple_barrier]
+    OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 /usr/bin/time -v .venv/bin/python benchmarks/bench_labels.py [--days 725] [--only triple_barrier]
 
-Prints one line per label function: rows, seconds (best of --repeat), rows per second.
+Prints one line per label function: rows, seconds (best of --repeat), rows per second; one core (numba kernels are
+serial). The first triple-barrier call in the process (numba cache load, or its compilation on a first run) is
+printed separately and not in the best-of figures.
 """
 import argparse
+import os
 import time
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+os.environ.setdefault('NUMBA_NUM_THREADS', '1')
 
 from scalp_lib.data import demo_bars
 from scalp_lib import labels as L
@@ -27,8 +32,11 @@ def main():
     ap.add_argument('--repeat', type=int, default=3)
     ap.add_argument('--only', default=None)
     a = ap.parse_args()
+    t0 = time.perf_counter()
+    L.triple_barrier_labels(demo_bars(n_days=2, seed=1))
+    print(f"first triple_barrier_labels call in this process (2 sessions): {time.perf_counter() - t0:.2f} s")
     bars = demo_bars(n_days=a.days, seed=1)
-    print(f"bars: {len(bars):,} rows")
+    print(f"bars: {len(bars):,} rows; load average {os.getloadavg()}")
     for name, f in CASES.items():
         if a.only and a.only not in name: continue
         best = min(_timed(f, bars) for _ in range(a.repeat))

@@ -2,11 +2,17 @@
 
 Usage:
     python benchmarks/compare_peers.py features [--rows N] [--repeats R] [--bars PATH] [--json OUT]
+    python benchmarks/compare_peers.py backtest [--rows 1000000 10000000] [--repeats R] [--bt-rows 100000 1000000] [--json OUT]
 
 Subcommands (one per comparison; each prints a summary table and one JSON line with every measurement):
     features   the default 64-feature set (`ScalpingFeatureEngineer(bars).generate_all_features()`) against the
                `ta` package's vectorized indicator set (`ta.add_all_ta_features(..., vectorized=True)`, about 68
                indicators) on the same bars.
+    backtest   `scalp_lib.backtest.run_backtest` against vectorbt (`Portfolio.from_signals` for the plain signal
+               rule; `Portfolio.from_order_func(flexible=True)` for take-profit, stop-loss, max-hold and session-flat,
+               which `from_signals` cannot express) and against backtesting.py (plain rule, on --bt-rows bars: it runs
+               a Python call per bar). The trades are compared (entry and exit bar, side, prices, P&L) and the script
+               stops if they differ, before anything is timed.
 
 Rules common to every comparison:
 - one core: OMP/MKL/OpenBLAS/NUMBA thread counts are set to 1 before numpy is imported;
@@ -35,6 +41,8 @@ import warnings
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _load():
@@ -183,6 +191,271 @@ def _group_costs(ohlcv, rows=131_462, reps=5):
     return out
 
 
+def _summary(runs: dict, ours: str, peer: str) -> dict:
+    "Medians of both sides, the ratio of the medians (peer / ours: > 1 means scalp_lib is faster), per-repeat ratios."
+    med = lambda k, i: statistics.median(x[i] for x in runs[k])
+    return {"ours_wall_s": med(ours, 0), "peer_wall_s": med(peer, 0), "ours_cpu_s": med(ours, 1), "peer_cpu_s": med(peer, 1),
+            "ratio_wall": med(peer, 0) / med(ours, 0), "ratio_cpu": med(peer, 1) / med(ours, 1),
+            "per_repeat_ratio_cpu": [round(p[1] / o[1], 3) for o, p in zip(runs[ours], runs[peer])]}
+
+
+# ----------------------------------------------------------------------------------------------- backtest
+TICK, POINT_VALUE, COMMISSION = 0.25, 50.0, 2.25          # ES: $12.50 a tick, $2.25 per side per contract
+
+
+def _regime_signal(n, seed=0, mean_run=20):
+    """Target position -1/0/+1 in random regimes (mean length `mean_run` bars); flat on the first two bars (backtesting.py
+    first calls a strategy on the second bar) and on the last two (no trade left open at the end)."""
+    rng = np.random.default_rng(seed)
+    change = rng.random(n) < 1 / mean_run
+    vals = rng.integers(-1, 2, n)
+    sig = vals[np.maximum.accumulate(np.where(change, np.arange(n), 0))].astype(np.int64)
+    sig[:2] = sig[-2:] = 0
+    return sig
+
+
+RULES = dict(take_profit_ticks=8, stop_loss_ticks=8, max_hold_bars=60, flat_at_session_end=True, reentry='fresh',
+             intrabar_rule='stop_first')
+PLAIN = dict(take_profit_ticks=0, stop_loss_ticks=0, max_hold_bars=0, flat_at_session_end=False, reentry='fresh',
+             intrabar_rule='stop_first')
+
+
+def _ours(bars, sig, rules):
+    "scalp_lib's whole call. Commission only with the rules: vectorbt charges a reversal's one order one fixed fee."
+    from scalp_lib.backtest import run_backtest
+    fee = COMMISSION if rules is RULES else 0.0
+    return run_backtest(bars, sig, instrument='ES', commission_per_side_dollars=fee, slippage_ticks=0.0,
+                        initial_capital_dollars=1e9, **rules)
+
+
+def _our_trades(res):
+    t = res.trades
+    return pd.DataFrame({'entry_bar': t.entry_bar.to_numpy(), 'exit_bar': t.exit_bar.to_numpy(),
+                         'entry_price': t.entry_price.to_numpy(), 'exit_price': t.exit_price.to_numpy(),
+                         'side': t.side.to_numpy().astype(np.int64), 'pnl_dollars': t.net_dollars.to_numpy()})
+
+
+def _vbt_frame(bars):
+    "vectorbt gets the same wall-clock stamps without a time zone (with one, pandas' Timestamp boxing dominates its run)."
+    return bars[['open', 'high', 'low', 'close']].set_axis(bars.index.tz_localize(None))
+
+
+def _vbt_plain(vbt, bars, sig):
+    "The plain signal rule in vectorbt: entries/exits on the signal's changes, shifted one bar, filled at that bar's open."
+    b = _vbt_frame(bars)
+    s = pd.Series(sig, index=b.index)
+    prev = s.shift(1, fill_value=0)
+    sh = lambda m: m.shift(1, fill_value=False)
+    return vbt.Portfolio.from_signals(b['close'], entries=sh((s > 0) & (prev <= 0)), exits=sh((s <= 0) & (prev > 0)),
+                                      short_entries=sh((s < 0) & (prev >= 0)), short_exits=sh((s >= 0) & (prev < 0)),
+                                      price=b['open'], size=POINT_VALUE, init_cash=1e9, freq='1min')
+
+
+_ORDER_FUNC = None
+
+
+def _vbt_rules_func():
+    "The rules of scalp_lib.backtest as a vectorbt flexible order function (several orders per bar, in bar order)."
+    global _ORDER_FUNC
+    if _ORDER_FUNC is not None: return _ORDER_FUNC
+    from numba import njit
+    from vectorbt.portfolio.nb import order_nb, close_position_nb, order_nothing_nb
+    # state: 0 stage, 1 in_pos, 2 side, 3 entry_bar, 4 entry_px (ticks), 5 pending entry side, 6 pending exit
+    @njit
+    def flex_order(c, o, h, l, cl, sig, new_session, tp, sl, max_hold, flat_eod, inv, size, fee, st):
+        i, n = c.i, len(o)
+        if c.call_idx == 0: st[0] = 0
+        while True:
+            stage = st[0]
+            st[0] += 1
+            if stage == 0:                                   # the open: gap through a level, or a decided exit
+                if st[1] == 1 and st[3] < i:
+                    move = st[2] * (np.int64(np.rint(o[i] * inv)) - st[4])
+                    if (sl >= 0 and move <= -sl) or (tp >= 0 and move >= tp) or st[6] == 1:
+                        st[1] = 0
+                        return 0, close_position_nb(price=o[i], fixed_fees=fee)
+            elif stage == 1:                                 # a pending entry
+                st[6] = 0
+                if st[5] != 0:
+                    st[1], st[2], st[3], st[4], st[5] = 1, st[5], i, np.int64(np.rint(o[i] * inv)), 0
+                    return 0, order_nb(size=st[2] * size, price=o[i], fixed_fees=fee)
+            elif stage == 2:                                 # inside the bar: stop first, then target
+                if st[1] == 1:
+                    P, s = st[4], st[2]
+                    adverse = np.int64(np.rint((l[i] if s > 0 else h[i]) * inv))
+                    favourable = np.int64(np.rint((h[i] if s > 0 else l[i]) * inv))
+                    if sl >= 0 and s * (adverse - P) <= -sl:
+                        st[1] = 0
+                        return 0, close_position_nb(price=(P - s * sl) / inv, fixed_fees=fee)
+                    if tp >= 0 and s * (favourable - P) >= tp:
+                        st[1] = 0
+                        return 0, close_position_nb(price=(P + s * tp) / inv, fixed_fees=fee)
+            elif stage == 3:                                 # the close: session end, end of data
+                if st[1] == 1 and (i == n - 1 or (flat_eod and new_session[i + 1])):
+                    st[1] = 0
+                    return 0, close_position_nb(price=cl[i], fixed_fees=fee)
+            else:                                            # the decision on the close
+                if i < n - 1:
+                    s = sig[i]
+                    side = (s > 0) - (s < 0)
+                    can_enter = not (flat_eod and new_session[i + 1])
+                    cand = s != 0 and (i == 0 or s != sig[i - 1])
+                    if st[1] == 1:
+                        if side != st[2]:
+                            st[6] = 1
+                            if side != 0 and cand and can_enter: st[5] = side
+                        if max_hold >= 0 and i + 1 - st[3] >= max_hold: st[6] = 1
+                    elif cand and can_enter: st[5] = side
+                return -1, order_nothing_nb()
+    _ORDER_FUNC = flex_order
+    return flex_order
+
+
+def _vbt_rules(vbt, bars, sig, new_session):
+    b = _vbt_frame(bars)
+    f = lambda x: b[x].to_numpy()
+    st = np.zeros(8, np.int64)
+    r = RULES
+    return vbt.Portfolio.from_order_func(
+        b['close'], _vbt_rules_func(), f('open'), f('high'), f('low'), f('close'), sig, new_session,
+        r['take_profit_ticks'], r['stop_loss_ticks'], r['max_hold_bars'], r['flat_at_session_end'], 1 / TICK,
+        POINT_VALUE, COMMISSION, st, flexible=True, init_cash=1e9, freq='1min', max_orders=2 * len(b))
+
+
+def _vbt_user_call(make, stats=True):
+    "What a vectorbt user runs for the same output: the simulation, the trade ledger, the equity curve, the statistics."
+    def run():
+        pf = make()
+        ledger = pf.trades.records_readable
+        equity = pf.value()
+        if not stats: return pf, ledger, equity
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            st = pf.stats()
+        return pf, ledger, equity, st
+    return run
+
+
+def _vbt_trades(pf):
+    t = pf.trades.records
+    closed = t['status'] == 1
+    sign = np.where(t['direction'] == 0, 1, -1)
+    return pd.DataFrame({'entry_bar': t['entry_idx'], 'exit_bar': t['exit_idx'], 'entry_price': t['entry_price'],
+                         'exit_price': t['exit_price'], 'side': sign, 'pnl_dollars': t['pnl']})[closed].reset_index(drop=True)
+
+
+def _same_trades(a: pd.DataFrame, b: pd.DataFrame, what: str):
+    "Identical entry/exit bars and sides; prices and P&L equal to a thousandth of a cent (float arithmetic of the peer)."
+    if len(a) != len(b): raise SystemExit(f"{what}: {len(a)} trades in scalp_lib, {len(b)} in the peer: not the same work")
+    for k in ('entry_bar', 'exit_bar', 'side'):
+        bad = np.flatnonzero(a[k].to_numpy() != b[k].to_numpy())
+        if len(bad): raise SystemExit(f"{what}: {k} differs in {len(bad)} trades, first trade {bad[0]}:\n{a.iloc[bad[0]]}\n{b.iloc[bad[0]]}")
+    for k in ('entry_price', 'exit_price', 'pnl_dollars'):
+        d = np.abs(a[k].to_numpy() - b[k].to_numpy())
+        if d.max(initial=0) > 1e-5: raise SystemExit(f"{what}: {k} differs by up to {d.max()} (trade {int(d.argmax())})")
+    return len(a)
+
+
+def _bt_run(bars, sig):
+    "backtesting.py, the plain signal rule: orders on the signal's changes at the close, filled at the next open."
+    from backtesting import Backtest, Strategy
+    data = bars[['open', 'high', 'low', 'close', 'volume']].set_axis(['Open', 'High', 'Low', 'Close', 'Volume'], axis=1)
+
+    class Signal(Strategy):
+        def init(self): pass
+        def next(self):
+            i = len(self.data) - 1
+            s, prev = sig[i], (sig[i - 1] if i else 0)
+            if s == prev: return
+            if self.position and np.sign(s) != np.sign(prev): self.position.close()
+            if s > 0: self.buy(size=1)
+            elif s < 0: self.sell(size=1)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        bt = Backtest(data, Signal, cash=1e9, commission=0.0, trade_on_close=False, exclusive_orders=False, finalize_trades=True)
+        stats = bt.run()
+    return stats
+
+
+def _bt_trades(stats):
+    t = stats['_trades']
+    return pd.DataFrame({'entry_bar': t['EntryBar'].to_numpy(), 'exit_bar': t['ExitBar'].to_numpy(),
+                         'entry_price': t['EntryPrice'].to_numpy(), 'exit_price': t['ExitPrice'].to_numpy(),
+                         'side': np.sign(t['Size'].to_numpy()).astype(np.int64),
+                         'pnl_dollars': t['PnL'].to_numpy() * POINT_VALUE}).sort_values('entry_bar', kind='stable').reset_index(drop=True)
+
+
+def backtest(args):
+    import vectorbt as vbt
+    from scalp_lib.data import demo_bars, session_dates
+    from scalp_lib.config import get_instrument
+    out = {"machine": _machine(), "load_before": _load(), "vectorbt": vbt.__version__, "cases": []}
+    print(f"machine: {out['machine']}; vectorbt {vbt.__version__}; load {out['load_before']}")
+    rows_max = max(args.rows + args.bt_rows)
+    t0 = time.perf_counter()
+    all_bars = demo_bars(n_days=-(-rows_max // 1380), seed=0)
+    print(f"bars: demo_bars, {len(all_bars):,} generated in {time.perf_counter() - t0:.1f} s (not timed)")
+    # compile / cache-load cost of each side, on a small slice
+    small = all_bars.iloc[:20_000]
+    ssig = _regime_signal(len(small))
+    sess = session_dates(small.index, get_instrument('ES'))
+    sns = np.concatenate(([True], sess[1:] != sess[:-1]))
+    compile_s = {}
+    _, compile_s['scalp_lib run_backtest, first call'], _ = _timed(lambda: _ours(small, ssig, RULES))
+    _, compile_s['vectorbt from_signals + ledger + value + stats, first call'], _ = _timed(_vbt_user_call(lambda: _vbt_plain(vbt, small, ssig)))
+    _, compile_s['vectorbt from_order_func (rules) + ledger + value + stats, first call'], _ = _timed(_vbt_user_call(lambda: _vbt_rules(vbt, small, ssig, sns)))
+    out['first_call_s_on_20000_bars'] = compile_s
+    for k, v in compile_s.items(): print(f"  {k}: {v:.2f} s (20,000 bars: compile or cache load)")
+    for rows in args.rows:
+        bars = all_bars.iloc[:rows]
+        sig = _regime_signal(rows)
+        sess = session_dates(bars.index, get_instrument('ES'))
+        new_session = np.concatenate(([True], sess[1:] != sess[:-1]))
+        for name, rules, make in (('plain signal rule', PLAIN, lambda: _vbt_plain(vbt, bars, sig)),
+                                  ('tp 8, sl 8, max hold 60, flat at session end', RULES,
+                                   lambda: _vbt_rules(vbt, bars, sig, new_session))):
+            ours = _ours(bars, sig, rules)
+            pf = make()
+            n = _same_trades(_our_trades(ours), _vbt_trades(pf), f"{rows:,} bars, {name}")
+            sides = {'scalp_lib': lambda: _ours(bars, sig, rules), 'vectorbt': _vbt_user_call(make),
+                     'vectorbt simulation only': make, 'vectorbt without stats()': _vbt_user_call(make, stats=False)}
+            runs, _ = _interleave(sides, args.repeats)
+            res = {"rows": rows, "case": name, "trades": n, "load_after": _load(), **_summary(runs, 'scalp_lib', 'vectorbt')}
+            res['vs_vectorbt_simulation_only'] = _summary(runs, 'scalp_lib', 'vectorbt simulation only')
+            res['vs_vectorbt_without_stats'] = _summary(runs, 'scalp_lib', 'vectorbt without stats()')
+            out['cases'].append(res)
+            print(f"\n[{rows:,} bars, {name}] identical trades: {n:,}")
+            print(f"  scalp_lib run_backtest (validation, simulation, ledger, equity, metrics):  median {res['ours_wall_s']:.3f} s wall, {res['ours_cpu_s']:.3f} s CPU")
+            print(f"  vectorbt (simulation, trades.records_readable, value(), stats()):          median {res['peer_wall_s']:.3f} s wall, {res['peer_cpu_s']:.3f} s CPU")
+            print(f"  ratio vectorbt / scalp_lib: {res['ratio_cpu']:.2f}x CPU, {res['ratio_wall']:.2f}x wall "
+                  f"(per repeat, CPU: {res['per_repeat_ratio_cpu']}); load after {res['load_after']}")
+            s = res['vs_vectorbt_without_stats']
+            print(f"  vs vectorbt without stats() (simulation, ledger, equity):          {s['peer_cpu_s']:.3f} s CPU, ratio {s['ratio_cpu']:.2f}x")
+            s = res['vs_vectorbt_simulation_only']
+            print(f"  vs vectorbt's simulation alone (the Portfolio object, nothing read): {s['peer_cpu_s']:.3f} s CPU, ratio {s['ratio_cpu']:.2f}x "
+                  f"(per repeat: {s['per_repeat_ratio_cpu']})")
+    # backtesting.py: a Python loop per bar, so smaller sizes
+    for rows in args.bt_rows:
+        bars = all_bars.iloc[:rows]
+        sig = _regime_signal(len(bars))
+        ours = _ours(bars, sig, PLAIN)
+        n = _same_trades(_our_trades(ours).assign(pnl_dollars=ours.trades.gross_dollars.to_numpy()),
+                         _bt_trades(_bt_run(bars, sig)), f"backtesting.py, {len(bars):,} bars")
+        runs, _ = _interleave({'scalp_lib': lambda: _ours(bars, sig, PLAIN), 'backtesting.py': lambda: _bt_run(bars, sig)},
+                           max(1, min(args.repeats, 3)))
+        res = {"rows": len(bars), "case": 'plain signal rule (backtesting.py)', "trades": n, "load_after": _load(),
+               **_summary(runs, 'scalp_lib', 'backtesting.py')}
+        out['cases'].append(res)
+        print(f"\n[{len(bars):,} bars, plain signal rule] backtesting.py, identical trades: {n:,}")
+        print(f"  scalp_lib {res['ours_cpu_s']:.3f} s CPU, backtesting.py {res['peer_cpu_s']:.3f} s CPU: "
+              f"ratio {res['ratio_cpu']:.1f}x CPU, {res['ratio_wall']:.1f}x wall (per repeat, CPU: {res['per_repeat_ratio_cpu']})")
+    out['load_after'] = _load()
+    print(json.dumps(out))
+    if args.json:
+        with open(args.json, 'w') as f: json.dump(out, f, indent=1)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -193,6 +466,12 @@ def main(argv=None):
     f.add_argument("--groups", action="store_true", help="also time each scalp_lib feature group")
     f.add_argument("--json", default=None, help="also write the result to this file")
     f.set_defaults(func=features)
+    b = sub.add_parser("backtest", help="run_backtest vs vectorbt (from_signals / from_order_func) and backtesting.py")
+    b.add_argument("--rows", type=int, nargs='+', default=[1_000_000, 10_000_000], help="bar counts (demo_bars, seed 0)")
+    b.add_argument("--repeats", type=int, default=3, help="interleaved repeats per side (median reported)")
+    b.add_argument("--bt-rows", type=int, nargs='*', default=[100_000, 1_000_000], help="bar counts for backtesting.py (none: skip)")
+    b.add_argument("--json", default=None, help="also write the result to this file")
+    b.set_defaults(func=backtest)
     args = p.parse_args(argv)
     args.func(args)
 

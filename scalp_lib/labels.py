@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field, fields, asdict, replace
 import numpy as np
 import pandas as pd
+from numba import njit
 from tqdm.auto import tqdm
 from .config import ScalpLibError, InstrumentSpec, get_instrument, section_defaults
 from .data import session_dates
@@ -206,6 +207,74 @@ def _barrier_width(ticks, atr_mult, atr, name)->np.ndarray|float:
         return np.where(np.isnan(w), np.nan, np.maximum(w, 1.0))
     return math.inf
 
+# %% ../nbs/03_labels.ipynb #33eb56b5
+@njit(cache=True)
+def _window_extremes_nb(hi_px, lo_px, V):
+    "For each row t: max of hi_px and min of lo_px over rows t+1..t+V (monotone queues; NaN where the window passes the end)."
+    n = len(hi_px)
+    mx, mn = np.full(n, np.nan), np.full(n, np.nan)
+    qa, qb = np.empty(n, np.int64), np.empty(n, np.int64)        # indexes, values decreasing / increasing
+    ha = ta = hb = tb = 0
+    for j in range(n):
+        while ta > ha and hi_px[qa[ta - 1]] <= hi_px[j]: ta -= 1
+        qa[ta] = j; ta += 1
+        while tb > hb and lo_px[qb[tb - 1]] >= lo_px[j]: tb -= 1
+        qb[tb] = j; tb += 1
+        if qa[ha] <= j - V: ha += 1
+        if qb[hb] <= j - V: hb += 1
+        t = j - V                                                # the window t+1..t+V ends at j
+        if t >= 0: mx[t], mn[t] = hi_px[qa[ha]], lo_px[qb[hb]]
+    return mx, mn
+
+@njit(cache=True)
+def _triple_barrier_nb(op, hp, lp, cp, tick, pt_w, sl_w, sess, V, rule, tol):
+    "First touch per row (rule 0 stop_first, 1 target_first, 2 nan); prices in points, / tick; sess empty: no session limit."
+    n = len(cp)
+    o, hi, lo, c = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    hmax, lmin = np.empty(n), np.empty(n)                      # the bar's highest and lowest price, open included
+    next_bad = np.empty(n + 1, np.int64)                       # first bar at or after j with a NaN price (n: none)
+    last_in_sess = np.empty(n, np.int64)                       # last bar of j's session (n - 1 without sessions)
+    for j in range(n):
+        o[j], hi[j], lo[j], c[j] = op[j] / tick, hp[j] / tick, lp[j] / tick, cp[j] / tick
+        hmax[j], lmin[j] = max(o[j], hi[j]), min(o[j], lo[j])
+    next_bad[n] = n
+    for j in range(n - 1, -1, -1):
+        bad = np.isnan(o[j]) or np.isnan(hi[j]) or np.isnan(lo[j]) or np.isnan(c[j])
+        next_bad[j] = j if bad else next_bad[j + 1]
+        if len(sess) == 0: last_in_sess[j] = n - 1
+        else: last_in_sess[j] = j if j == n - 1 or sess[j + 1] != sess[j] else last_in_sess[j + 1]
+        if bad: hmax[j], lmin[j] = np.inf, -np.inf
+    wmax, wmin = _window_extremes_nb(hmax, lmin, V)
+    t1 = np.full(n, -1, np.int64); code = np.full(n, -1, np.int8); why = np.zeros(n, np.int8)   # why: 1 past_end, 2 session_end, 3 missing
+    diff = np.full(n, np.nan)
+    n_amb = 0
+    for t in range(n):
+        entry = c[t]
+        if np.isnan(entry) or np.isnan(pt_w[t]) or np.isnan(sl_w[t]): why[t] = 3; continue
+        up, dn = entry + pt_w[t], entry - sl_w[t]
+        lim = min(t + V, last_in_sess[t], next_bad[t + 1] - 1)   # the path's last bar (t + V unless cut short)
+        if lim == t + V and wmax[t] < up - tol and wmin[t] > dn + tol:   # nothing reaches a barrier: the vertical decides
+            t1[t], code[t], diff[t] = lim, 1, c[lim] - entry
+            continue
+        j = t + 1
+        while j <= lim and hmax[j] < up - tol and lmin[j] > dn + tol: j += 1
+        if j > lim:                                              # no touch up to the path's last bar
+            if lim == t + V: t1[t], code[t], diff[t] = lim, 1, c[lim] - entry
+            elif j >= n: why[t] = 1
+            elif last_in_sess[t] < j: why[t] = 2
+            else: why[t] = 3
+            continue
+        gap_up, gap_dn = o[j] >= up - tol, o[j] <= dn + tol      # bar j touches: it decides
+        hit_up, hit_dn = hi[j] >= up - tol, lo[j] <= dn + tol
+        tie = hit_up and hit_dn and not gap_up and not gap_dn
+        n_amb += tie
+        take_pt = gap_up or (hit_up and not hit_dn and not gap_dn) or (tie and rule == 1)
+        take_sl = not take_pt and (gap_dn or (hit_dn and not tie) or (tie and rule == 0))
+        t1[t] = j
+        code[t] = 2 if take_pt else (0 if take_sl else 3)
+        diff[t] = ((o[j] if gap_up else up) if take_pt else (o[j] if gap_dn else dn)) - entry
+    return t1, code, diff, why, n_amb
+
 # %% ../nbs/03_labels.ipynb #7e1686d3
 _BARRIERS = ['sl', 'vertical', 'pt', 'ambiguous']
 _TIE_RULES = ('stop_first', 'target_first', 'nan')
@@ -223,7 +292,7 @@ def triple_barrier_labels(bars:pd.DataFrame, # OHLCV bars, strictly increasing i
                           vertical_label:str='zero', # at the vertical barrier: 'zero' -> flat (1), 'sign' -> sign of return
                           instrument:str|InstrumentSpec|None=None, # tick size and session calendar
                           within_session:bool|None=None, # the path stops at the session's last bar; default settings
-                          progress:bool=False, # tqdm bar over the V offsets
+                          progress:bool=False, # unused: one compiled pass, nothing to show (kept for callers)
                          )->pd.DataFrame: # label, t1, t1_pos, ret_ticks, ret_log, barrier, pt/sl_width_ticks
     "Triple-barrier labels: first touch of profit-take, stop or vertical barrier over bars t+1..t+V, entry at close[t]."
     cfg = section_defaults('labels', vertical_bars=vertical_bars, tie_rule=tie_rule,
@@ -248,58 +317,21 @@ def triple_barrier_labels(bars:pd.DataFrame, # OHLCV bars, strictly increasing i
     sl_w = np.broadcast_to(_barrier_width(sl_ticks, sl_atr, atr, 'sl'), (n,)).astype(np.float64)
     sess = _session_codes(bars, spec, bool(cfg['within_session']))
 
-    # all prices in ticks; rows of the result
-    o, hi, lo, c = (a[k] / tick for k in ('open', 'high', 'low', 'close'))
-    label = np.full(n, np.nan); ret_ticks = np.full(n, np.nan)
-    t1_pos = np.full(n, -1, dtype=np.int64); barrier = np.full(n, -1, dtype=np.int8)
-    reason = {k: np.zeros(n, dtype=bool) for k in ('past_end', 'session_end', 'missing_input', 'ambiguous')}
-    reason['missing_input'] = np.isnan(c) | np.isnan(pt_w) | np.isnan(sl_w)
-    pending = np.flatnonzero(~reason['missing_input'])
-    n_ambiguous = 0
-    for k in tqdm(range(1, V + 1), desc='triple barrier', unit='offset', disable=not progress):
-        if pending.size == 0: break
-        j = pending + k
-        # the path ends: past the data, or (within_session) in the next session
-        end = j >= n
-        reason['past_end'][pending[end]] = True
-        if sess is not None:
-            nxt = np.zeros_like(end); live = ~end
-            nxt[live] = sess[j[live]] != sess[pending[live]]
-            reason['session_end'][pending[nxt]] = True
-            end |= nxt
-        pending, j = pending[~end], j[~end]
-        bad = np.isnan(o[j]) | np.isnan(hi[j]) | np.isnan(lo[j]) | np.isnan(c[j])
-        reason['missing_input'][pending[bad]] = True
-        pending, j = pending[~bad], j[~bad]
-        entry = c[pending]
-        up = entry + pt_w[pending]; dn = entry - sl_w[pending]
-        gap_up = o[j] >= up - _TOL_TICKS
-        gap_dn = o[j] <= dn + _TOL_TICKS
-        hit_up = hi[j] >= up - _TOL_TICKS
-        hit_dn = lo[j] <= dn + _TOL_TICKS
-        tie = hit_up & hit_dn & ~gap_up & ~gap_dn
-        n_ambiguous += int(tie.sum())
-        take_pt = gap_up | (hit_up & ~hit_dn & ~gap_dn) | (tie & (rule == 'target_first'))
-        take_sl = ~take_pt & (gap_dn | (hit_dn & ~tie) | (tie & (rule == 'stop_first')))
-        unresolved_tie = tie & (rule == 'nan')
-        exit_ticks = np.where(take_pt, np.where(gap_up, o[j], up), np.where(gap_dn, o[j], dn))
-        vertical = ~(take_pt | take_sl | unresolved_tie) & (k == V)
-        exit_ticks = np.where(vertical, c[j], exit_ticks)
-        done = take_pt | take_sl | unresolved_tie | vertical
-        rows = pending[done]
-        t1_pos[rows] = j[done]
-        r = np.round(exit_ticks[done] - entry[done], 6)
-        ret_ticks[rows] = np.where(unresolved_tie[done], np.nan, r)
-        code = np.select([take_pt[done], take_sl[done], vertical[done]], [2, 0, 1], default=3).astype(np.int8)
-        barrier[rows] = code
-        lab = code.astype(np.float64)
-        if vertical_label == 'sign':
-            lab = np.where(code == 1, np.sign(r) + 1.0, lab)
-        lab[code == 3] = np.nan
-        label[rows] = lab
-        reason['ambiguous'][rows[code == 3]] = True
-        pending = pending[~done]
-    assert pending.size == 0  # every row was decided or given a NaN reason
+    # all prices in ticks; one compiled pass decides every row (or gives its NaN reason)
+    t1_pos, barrier, diff, why, n_ambiguous = _triple_barrier_nb(
+        a['open'], a['high'], a['low'], a['close'], float(tick), pt_w, sl_w, np.zeros(0, np.int64) if sess is None else sess,
+        V, _TIE_RULES.index(rule), _TOL_TICKS)
+    c = a['close'] / tick
+    done = barrier >= 0
+    r = np.round(diff[done], 6)
+    ret_ticks = np.full(n, np.nan)
+    ret_ticks[done] = np.where(barrier[done] == 3, np.nan, r)
+    lab = barrier[done].astype(np.float64)
+    if vertical_label == 'sign': lab = np.where(barrier[done] == 1, np.sign(r) + 1.0, lab)
+    lab[barrier[done] == 3] = np.nan
+    label = np.full(n, np.nan)
+    label[done] = lab
+    reason = {'past_end': why == 1, 'session_end': why == 2, 'missing_input': why == 3, 'ambiguous': barrier == 3}
     with np.errstate(divide='ignore', invalid='ignore'):
         ret_log = np.log((c + ret_ticks) / c)
     index = bars.index

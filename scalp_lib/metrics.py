@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields, asdict
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from numba import njit
 from scipy import stats as sps
 
 from .config import ScalpLibError, InstrumentSpec, section_defaults
@@ -48,7 +49,7 @@ def periods_per_year(sessions, # trading dates of the sessions (datetime64[D] or
     weekdays = np.unique(((d.astype(np.int64) + 3) % 7))          # 0 = Monday (1970-01-01 was a Thursday)
     span = np.arange(d[0], d[-1] + np.timedelta64(1, 'D'))
     assumed = (d[-1] - d[0]).astype(int) < 6 and len(weekdays) < 5
-    if assumed: weekdays = np.arange(5)
+    if assumed: weekdays = np.union1d(np.arange(5), weekdays)      # Mon-Fri, plus any weekend day the data has
     possible = int(np.isin((span.astype(np.int64) + 3) % 7, weekdays).sum())
     coverage = min(1.0, len(d) / possible)
     ppy = coverage * len(weekdays) * 365.25 / 7
@@ -85,8 +86,9 @@ def daily_pnl(equity:pd.Series, # per-bar equity in dollars
               sessions=None, # precomputed session dates
              )->pd.Series: # P&L of each session, dollars
     "Dollar P&L of each trading session (the first measured from the initial capital)."
-    eq = daily_equity(equity, instrument, sessions)
-    return eq.diff().fillna(eq.iloc[0] - initial_capital_dollars).rename('pnl_dollars')
+    return _pnl_of(daily_equity(equity, instrument, sessions), initial_capital_dollars)
+
+def _pnl_of(eq:pd.Series, cap:float)->pd.Series: return eq.diff().fillna(eq.iloc[0] - cap).rename('pnl_dollars')
 
 def daily_returns(equity:pd.Series, # per-bar equity in dollars
                   initial_capital_dollars:float, # equity before the first bar
@@ -94,7 +96,9 @@ def daily_returns(equity:pd.Series, # per-bar equity in dollars
                   sessions=None, # precomputed session dates
                  )->pd.Series: # simple return of each session (fraction)
     "Simple return of each session on the equity at the previous session's close."
-    eq = daily_equity(equity, instrument, sessions)
+    return _returns_of(daily_equity(equity, instrument, sessions), initial_capital_dollars)
+
+def _returns_of(eq:pd.Series, initial_capital_dollars:float)->pd.Series:
     prev = eq.shift(1).fillna(initial_capital_dollars)
     if (prev <= 0).any(): raise MetricsError("equity fell to zero or below: returns are undefined (raise the initial capital)")
     return (eq / prev - 1).rename('return')
@@ -156,12 +160,26 @@ def conditional_value_at_risk(returns, # per-period returns (or dollar P&L)
     a = 1 - level
     return float(r.mean() - r.std(ddof=1) * sps.norm.pdf(sps.norm.ppf(a)) / a)
 
+@njit(cache=True)
+def _drawdown_nb(e, cap):
+    "Lowest e - peak and lowest e / peak in one pass (peak: running maximum, at least cap); ok=False on a NaN."
+    run, low, ratio = -np.inf, np.inf, np.inf
+    for x in e:
+        if np.isnan(x): return low, ratio, False
+        run = max(run, x)
+        p = max(run, cap)
+        low, ratio = min(low, x - p), min(ratio, x / p)
+    return low, ratio, True
+
 def max_drawdown(equity, # equity path in dollars (per bar or per session)
                  initial_capital_dollars:float, # the first peak
                 )->tuple[float, float]: # (dollars, percent of the peak), both <= 0
     "Deepest fall of the equity below its running peak (the initial capital counts as a peak)."
     e = np.asarray(equity, dtype=np.float64)
-    peak = np.maximum.accumulate(e)
+    if len(e):                                     # one compiled pass, no temporaries (per-bar series are long)
+        low, ratio, ok = _drawdown_nb(e, float(initial_capital_dollars))
+        if ok: return min(0.0, float(low)), min(0.0, float(ratio - 1) * 100)
+    peak = np.maximum.accumulate(e)                # NaN (or no value): numpy's own propagation
     np.maximum(peak, float(initial_capital_dollars), out=peak)
     return min(0.0, float((e - peak).min())), min(0.0, float((e / peak).min() - 1) * 100)
 
@@ -407,14 +425,14 @@ def compute_metrics(trades:pd.DataFrame, # trade ledger (see `TRADE_COLUMNS`)
     eq_bar = equity.to_numpy(np.float64)
     eq_day = daily_equity(equity, instrument, sess)
     ppy, note = periods_per_year(eq_day.index.values)
-    pnl = daily_pnl(equity, cap, instrument, sess).to_numpy()
+    pnl = _pnl_of(eq_day, cap).to_numpy()
     notes = ''
     if (eq_day.to_numpy() <= 0).any():      # ruin: returns on a non-positive account are undefined
         ruin = eq_day.index[np.argmax(eq_day.to_numpy() <= 0)]
         notes = (f"equity fell to zero or below on {ruin:%Y-%m-%d}: return statistics are not defined (NaN); "
                  f"raise initial_capital_dollars above {cap:,.0f}")
         ret = np.full(len(eq_day), np.nan)
-    else: ret = daily_returns(equity, cap, instrument, sess).to_numpy()
+    else: ret = _returns_of(eq_day, cap).to_numpy()
     rs = ret if not notes else np.zeros(0)          # the return statistics below see no returns after a ruin
     dd_dollars, dd_pct = max_drawdown(eq_bar, cap)
     under = eq_day.to_numpy() < np.maximum.accumulate(np.concatenate(([cap], eq_day.to_numpy())))[1:]

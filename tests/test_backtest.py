@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import scalp_lib.backtest as bt
 from scalp_lib.backtest import run_backtest, SignalError, ProbaError, BacktestError, momentum_proba
+from scalp_lib.data import demo_bars
 from scalp_lib.config import get_instrument, ScalpLibError
 from scalp_lib.data import DataValidationError, session_dates
 
@@ -124,17 +125,20 @@ def ledger_as_dicts(trades, tick=0.25):
                  mae_ticks=int(r.mae_ticks), mfe_ticks=int(r.mfe_ticks)) for r in trades.itertuples()]
 
 
-def engine_dicts(o, h, l, c, sig, sess, kw, many, batch):
-    "The vectorised engine's trades with explicit round/batch sizes (exercises both of its code paths)."
+def engine_cfg(kw):
+    return dict(take_profit_ticks=kw['tp'], stop_loss_ticks=kw['sl'], max_hold_bars=kw['max_hold'], flat_at_session_end=kw['flat_eod'],
+                intrabar_rule=kw['rule'], reentry=kw['reentry'])
+
+
+def engine_dicts(o, h, l, c, sig, sess, kw):
+    "The compiled engine's trades, straight from the kernel (no DataFrame in between)."
     new_session = np.concatenate(([True], sess[1:] != sess[:-1]))
-    m = bt._Market(o, h, l, c, sig, new_session, kw['tp'], kw['sl'], kw['max_hold'], kw['flat_eod'], kw['rule'], kw['reentry'])
-    tr = bt._simulate(m, many=many, batch=batch)
-    if tr is None: return []
-    mae, mfe = bt._excursions(m, tr)
+    tr, _ = bt._simulate(o, h, l, c, np.asarray(sig, np.int64), new_session, engine_cfg(kw))
     return [dict(entry_bar=int(tr['entry_bar'][i]), exit_bar=int(tr['exit_bar'][i]), side=int(tr['side'][i]),
-                 contracts=int(abs(sig[tr['decision'][i]])), entry_ticks=int(tr['entry_px'][i]), exit_ticks=int(tr['exit_px'][i]),
+                 contracts=int(tr['contracts'][i]), entry_ticks=int(tr['entry_px'][i]), exit_ticks=int(tr['exit_px'][i]),
                  exit_reason=bt.EXIT_REASONS[tr['reason'][i]], exit_fill=bt.EXIT_FILLS[tr['phase'][i]],
-                 ambiguous=bool(tr['ambiguous'][i]), mae_ticks=int(mae[i]), mfe_ticks=int(mfe[i])) for i in range(len(tr['entry_bar']))]
+                 ambiguous=bool(tr['ambiguous'][i]), mae_ticks=int(tr['mae'][i]), mfe_ticks=int(tr['mfe'][i]))
+            for i in range(len(tr['entry_bar']))]
 
 
 def kwargs_for(kw):
@@ -162,9 +166,7 @@ def test_identical_ledgers_property(kw):
     assert (np.diff(session_dates(bars.index)) != np.timedelta64(0)).tolist() == (np.diff(sess) != 0).tolist()
     res = run_backtest(bars, sig, **kwargs_for(kw))
     assert ledger_as_dicts(res.trades) == ref
-    # both code paths of the engine: one trade per segment per round, and speculative batches
-    assert engine_dicts(o, h, l, c, sig, sess, kw, many=1, batch=4) == ref
-    assert engine_dicts(o, h, l, c, sig, sess, kw, many=10**9, batch=3) == ref
+    assert engine_dicts(o, h, l, c, sig, sess, kw) == ref
     # the equity curve adds up to the ledger, and costs are zero: pure price arithmetic
     t = res.trades
     np.testing.assert_allclose(res.equity.iloc[-1] - 1e6, t.net_dollars.sum(), atol=1e-6)
@@ -182,8 +184,7 @@ def test_identical_ledgers_many_random_cases():
         kw = dict(tp=[None, 2, 5][i % 3], sl=[None, 3, 6][(i // 3) % 3], max_hold=[None, 2, 25][(i // 9) % 3],
                   flat_eod=bool(i % 2), rule=['stop_first', 'target_first'][(i // 2) % 2], reentry=['fresh', 'level'][(i // 4) % 2])
         ref = reference_backtest(o, h, l, c, sig, sess, **kw)
-        for many, batch in ((512, 1 << 16), (1, 2), (10**9, 7)):
-            assert engine_dicts(o, h, l, c, sig, sess, kw, many, batch) == ref, (i, kw, many, batch)
+        assert engine_dicts(o, h, l, c, sig, sess, kw) == ref, (i, kw)
         seen_reasons |= {t['exit_reason'] for t in ref}
         seen_fills |= {(t['exit_reason'], t['exit_fill']) for t in ref}
         n_trades += len(ref)
@@ -379,3 +380,204 @@ def test_short_contract_segments(layout):
         assert got.entry_bar.tolist() == (alone.trades.entry_bar + a).tolist()
         assert got.net_dollars.tolist() == alone.trades.net_dollars.tolist()
     assert rr.signal.tolist() == sig.tolist() and len(rr.equity) == len(bars)
+
+
+# ---------------------------------------------------------------- the compiled engine against the frozen earlier engine
+import dataclasses  # noqa: E402
+import math  # noqa: E402
+
+import reference_backtest as frozen  # noqa: E402  (tests/reference_backtest.py: the vectorised engine, frozen)
+
+
+def _same_metrics(a, b):
+    for k, x in dataclasses.asdict(a).items():
+        y = getattr(b, k)
+        assert (isinstance(x, float) and math.isnan(x) and isinstance(y, float) and math.isnan(y)) or x == y, (k, x, y)
+
+
+def same_as_frozen(bars, signal=None, proba=None, **kw):
+    "Bit for bit: ledger, equity, position, signal, counts, settings and metrics of both engines (or the same error)."
+    try: old = frozen.run_backtest(bars, signal, proba, **kw)
+    except ZeroDivisionError: return None  # periods_per_year on weekend-only sessions: fixed since in scalp_lib.metrics
+    except Exception as e:                 # any other failure: the same in both
+        with pytest.raises(type(e)) as info: run_backtest(bars, signal, proba, **kw)
+        assert str(info.value) == str(e)
+        return None
+    new = run_backtest(bars, signal, proba, **kw)
+    pd.testing.assert_frame_equal(new.trades, old.trades, check_exact=True)
+    for k in ('equity', 'position', 'signal'):
+        pd.testing.assert_series_equal(getattr(new, k), getattr(old, k), check_exact=True)
+    assert new.counts == old.counts and new.settings == old.settings
+    _same_metrics(new.metrics, old.metrics)
+    return new
+
+
+def random_config(rng):
+    return dict(take_profit_ticks=int(rng.choice([0, 1, 3, 6])), stop_loss_ticks=int(rng.choice([0, 1, 4, 7])),
+                max_hold_bars=int(rng.choice([0, 1, 3, 10])), flat_at_session_end=bool(rng.integers(2)),
+                intrabar_rule=str(rng.choice(['stop_first', 'target_first'])), reentry=str(rng.choice(['fresh', 'level'])),
+                commission_per_side_dollars=float(rng.choice([0.0, 2.25, 1.1])), slippage_ticks=float(rng.choice([0.0, 1.0, 0.5])),
+                initial_capital_dollars=float(rng.choice([1e5, 1e6])))
+
+
+def test_engine_equals_frozen_engine_on_random_inputs():
+    "Every exit rule, intrabar rule, re-entry mode, cost, session layout and signal kind; single- and multi-contract; proba."
+    rng = np.random.default_rng(2025)
+    kinds, failed = set(), 0
+    for i in range(150):
+        n = int(rng.integers(2, 300))
+        o, h, l, c, sess = make_market(rng, n, sess_prob=float(rng.choice([0.0, 0.01, 0.05])))
+        bars = to_bars(o, h, l, c, sess)
+        kw = random_config(rng)
+        if i % 5 == 4 and n >= 4:                      # a continuous series of several contracts, some maybe one bar long
+            cuts = np.sort(rng.choice(np.arange(1, n), size=min(3, n - 1), replace=False))
+            bars = _with_contracts(bars, np.diff(np.r_[0, cuts, n]).tolist())
+        if i % 7 == 6:
+            r = same_as_frozen(bars, proba=momentum_proba(bars.drop(columns='contract', errors='ignore'), lookback_bars=3),
+                               entry_threshold=float(rng.choice([0.4, 0.5])), **kw)
+        else:
+            r = same_as_frozen(bars, make_signal(rng, n, ['noise', 'regimes', 'standing'][i % 3]), **kw)
+        if r is not None: kinds |= set(r.trades.exit_reason.astype(str))
+        else: failed += 1
+    assert kinds >= set(bt.EXIT_REASONS) | {'roll'}, kinds
+    assert failed < 10, failed
+
+
+def test_engine_equals_frozen_engine_on_real_es(shared_data):
+    "The real ES file (America/New_York stamps shifted by 5 h): defaults, level re-entry, target first, no session flat."
+    from scalp_lib.data import load_bars
+    bars = load_bars(shared_data / 'es_1min_2025-09_11.csv.gz', ts_offset='5h', tz='America/New_York', instrument='ES')
+    proba = momentum_proba(bars)
+    for kw in (dict(), dict(reentry='level'), dict(intrabar_rule='target_first', max_hold_bars=5, stop_loss_ticks=3),
+               dict(flat_at_session_end=False, take_profit_ticks=0)):
+        r = same_as_frozen(bars, proba=proba, entry_threshold=0.5, **kw)
+        assert len(r.trades) > 100
+    sig = make_signal(np.random.default_rng(1), len(bars), 'regimes')
+    same_as_frozen(bars, sig, reentry='level')
+
+
+def test_session_dates_one_lookup_per_hour_equal_session_dates(shared_data):
+    "The backtest's session calendar equals scalp_lib.data.session_dates on the real file and across DST changes."
+    from scalp_lib.data import load_bars
+    bars = load_bars(shared_data / 'es_1min_2025-09_11.csv.gz', ts_offset='5h', tz='America/New_York', instrument='ES')
+    for sym in ('ES', 'CL'):
+        spec = get_instrument(sym)
+        np.testing.assert_array_equal(bt._session_dates(bars.index, spec), session_dates(bars.index, spec))
+    idx = pd.date_range('2024-03-01', '2024-11-30', freq='7min', tz='UTC')
+    for tz in ('America/Chicago', 'America/New_York', 'Europe/London'):
+        np.testing.assert_array_equal(bt._session_dates(idx.tz_convert(tz), get_instrument('ES')),
+                                      session_dates(idx.tz_convert(tz), get_instrument('ES')))
+
+
+def test_integer_signal_fast_path_equals_float_route():
+    rng = np.random.default_rng(0)
+    bars = to_bars(*make_market(rng, 50))
+    for dtype in (np.int8, np.int32, np.uint8, np.int64, np.float64, np.float32):
+        s = rng.integers(0, 3, 50).astype(dtype)
+        out = bt._check_signal(s, bars)
+        assert out.dtype == np.int64 and out.tolist() == [int(v) for v in s]
+
+
+# ---------------------------------------------------------------- signal-to-trade reconciliation
+recon_case = st.fixed_dictionaries(dict(
+    seed=st.integers(0, 2**32 - 1), n=st.integers(2, 120), kind=st.sampled_from(['noise', 'regimes', 'standing']),
+    tp=st.sampled_from([0, 2, 5]), sl=st.sampled_from([0, 3]), max_hold=st.sampled_from([0, 2, 9]), flat_eod=st.booleans(),
+    reentry=st.sampled_from(['fresh', 'level']), contracts=st.sampled_from([None, [1, 1], [3, 2]])))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(recon_case)
+def test_reconciliation_adds_up(kw):
+    "signal bars = entries + skipped bars (by reason), per side; entries = trades; every reason means what it says."
+    rng = np.random.default_rng(kw['seed'])
+    n = kw['n']
+    o, h, l, c, sess = make_market(rng, n, sess_prob=0.05)
+    bars = to_bars(o, h, l, c, sess)
+    if kw['contracts'] and n >= 4:
+        cut = np.sort(rng.choice(np.arange(1, n), 2, replace=False)) if n > 3 else [1, 2]
+        bars = _with_contracts(bars, np.diff(np.r_[0, cut, n]).tolist())
+    sig = make_signal(rng, n, kw['kind'])
+    r = run_backtest(bars, sig, take_profit_ticks=kw['tp'], stop_loss_ticks=kw['sl'], max_hold_bars=kw['max_hold'],
+                     flat_at_session_end=kw['flat_eod'], reentry=kw['reentry'])
+    rec = r.reconciliation
+    for col in ('long', 'short', 'total'):
+        assert rec.loc['signal_bars', col] == rec[col].drop('signal_bars').sum()
+    assert rec.loc['signal_bars', 'long'] == (sig > 0).sum() and rec.loc['signal_bars', 'short'] == (sig < 0).sum()
+    assert rec.loc['entry', 'total'] == len(r.trades)
+    assert rec.loc['entry', 'long'] == (r.trades.side > 0).sum()
+    if kw['reentry'] == 'level': assert rec.loc['fresh_needs_change', 'total'] == 0
+    if not kw['flat_eod']: assert rec.loc['session_last_bar', 'total'] == 0
+    last_short = 'contract' in bars and (bars['contract'] == bars['contract'].iloc[-1]).sum() < 2
+    assert rec.loc['end_of_data', 'total'] == (0 if last_short else int(sig[-1] != 0))
+    assert rec.attrs['exposure_pct'] == pytest.approx(r.metrics.exposure_pct)
+
+
+def test_reconciliation_names_the_rule_that_decides():
+    "A standing signal with reentry='fresh' trades once a session at most: the verdict blames the rule, with its thresholds."
+    bars = demo_bars(n_days=5, seed=3)
+    r = run_backtest(bars, np.ones(len(bars), int), take_profit_ticks=4, stop_loss_ticks=4)
+    rec = r.reconciliation
+    assert rec.loc['entry', 'total'] == len(r.trades) <= 5
+    assert rec.loc['fresh_needs_change', 'pct_of_signal_bars'] > 90
+    words = bt.signal_verdict(r)
+    assert words.startswith("The re-entry rule (reentry='fresh' waits for the signal to change), not the model's signal")
+    assert 'signal on 100.0% of bars' in words and 'entries < 5% of signal bars' in words and 'too few to measure' in words
+    assert words in r.summary()
+    model = run_backtest(bars, make_signal(np.random.default_rng(0), len(bars), 'regimes'))
+    assert bt.signal_verdict(model).startswith("The model's signal decides when trades happen")
+
+
+def test_reconciliation_with_probabilities_and_rolls():
+    "From probabilities: fired + held = signal bars; across contracts: the last bar of each but the last is a roll."
+    rng = np.random.default_rng(4)
+    bars = _with_contracts(to_bars(*make_market(rng, 90, sess_prob=0.0)), [40, 1, 49])
+    proba = momentum_proba(bars.drop(columns='contract'), lookback_bars=3)
+    r = run_backtest(bars, proba=proba, entry_threshold=0.45, flat_threshold=0.5, flat_at_session_end=False)
+    pb, rec = r.proba_breakdown, r.reconciliation
+    assert pb.loc['bars', 'total'] == pb.loc[['rule_fired', 'flat_zone', 'both_sides_above_threshold', 'below_threshold'], 'total'].sum() == 90
+    for col in ('long', 'short'):
+        assert pb.loc['signal_bars', col] == pb.loc['rule_fired', col] + pb.loc['held', col] == rec.loc['signal_bars', col]
+    sig = r.signal.to_numpy()
+    assert rec.loc['short_segment', 'total'] == int(sig[40] != 0)
+    assert rec.loc['contract_roll', 'total'] == int(sig[39] != 0)
+    assert rec.loc['end_of_data', 'total'] == int(sig[-1] != 0)
+    assert rec.loc['signal_bars', 'total'] == rec['total'].drop('signal_bars').sum()
+    assert 'from the probabilities, a rule fired on' in bt.signal_verdict(r) and 'held an earlier bar' in r.summary()
+
+
+# ---------------------------------------------------------------- sensitivity grid
+def test_sensitivity_grid_marks_configurations_without_trades():
+    "A threshold no probability reaches makes no trades: NaN and marked (not 0), counted in N, not in the Sharpe spread."
+    bars = demo_bars(n_days=20, seed=0)
+    grid = bt.sensitivity_grid(bars, momentum_proba(bars), entry_thresholds=(0.5, 0.9999), slippage_ticks=(0.0, 1.0))
+    assert grid.loc[0.9999].isna().all() and grid.attrs['no_trades'].loc[0.9999].all()
+    assert grid.loc[0.5].notna().all() and not grid.attrs['no_trades'].loc[0.5].any()
+    assert grid.attrs['n_trials'] == 4 and grid.attrs['n_trials_with_sharpe'] == 2
+    cells = grid.attrs['metrics']
+    per_period = [cells[(0.5, s)].sharpe / math.sqrt(cells[(0.5, s)].periods_per_year) for s in (0.0, 1.0)]
+    assert grid.attrs['trials_sharpe_std'] == pytest.approx(np.std(per_period, ddof=1))
+
+
+def test_plot_sensitivity_survives_an_all_nan_grid_and_an_outlier_row():
+    import matplotlib.pyplot as plt
+    idx, cols = pd.Index([0.4, 0.5, 0.6], name='entry_threshold'), pd.Index([0.0, 1.0, 2.0], name='slippage_ticks')
+    empty = pd.DataFrame(np.nan, index=idx, columns=cols)
+    empty.attrs.update(metric='sharpe')
+    fig = bt.plot_sensitivity(empty, unit='ratio')
+    assert sum(t.get_text() == 'n/a' for t in fig.axes[0].texts) == 9
+    grid = pd.DataFrame([[5e6, 4e6, 3e6], [100, -200, -300], [50, -80, -400]], index=idx, columns=cols)
+    grid.attrs.update(metric='net_profit')
+    fig = bt.plot_sensitivity(grid)
+    assert fig.axes[1].get_ylim() == (-400, 400)               # the colour bar: the ordinary cells, not the outlier row
+    assert sum(t.get_text().endswith('*') for t in fig.axes[0].texts) == 3
+    plt.close('all')
+
+
+def test_a_backtest_on_weekend_dated_sessions_only_does_not_crash():
+    "Short runs whose sessions all carry a weekend date: periods_per_year divided by zero possible days before."
+    idx = pd.date_range('2024-01-12 17:00', periods=30, freq='min', tz='America/Chicago')   # Friday evening: Saturday's session
+    assert set(pd.DatetimeIndex(session_dates(idx)).day_of_week) == {5}
+    px = np.full(30, 4800.0)
+    bars = pd.DataFrame({'open': px, 'high': px + 0.25, 'low': px - 0.25, 'close': px, 'volume': 1.0}, index=idx)
+    r = run_backtest(bars, np.r_[0, np.ones(29, int)], flat_at_session_end=False)
+    assert len(r.trades) == 1 and r.metrics.periods_per_year > 0

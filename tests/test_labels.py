@@ -413,3 +413,49 @@ def test_multi_horizon_labels_refuse_ambiguous_horizons():
         multi_horizon_labels(b, LabelSpec('triple_barrier', vertical_bars=10), horizons=[5, 10])
     with pytest.raises(LabelError, match='horizons\\[\\] must be a positive integer'):
         multi_horizon_labels(b, horizons=[5, 0])
+
+# ---------------------------------------------------------------- the compiled kernel against the frozen earlier code
+import reference_labels  # noqa: E402  (tests/reference_labels.py: the per-offset numpy implementation, frozen)
+
+
+def _same_triple_barrier(bars, **kw):
+    "Identical frame (labels, t1, t1_pos, returns, barrier, widths) and identical report (NaN reasons, counts, extras)."
+    old = reference_labels.triple_barrier_labels(bars, **kw)
+    new = triple_barrier_labels(bars, **kw)
+    pd.testing.assert_frame_equal(new, old, check_exact=True)
+    assert repr(new.attrs['label_report']) == repr(old.attrs['label_report'])
+    return new
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_bars(min_n=1, max_n=80), st.sampled_from([None, 1, 2, 5, 2.5]), st.sampled_from([None, 1, 3, 6]),
+       st.sampled_from([1, 2, 7, 30, 120]), st.sampled_from(['stop_first', 'target_first', 'nan']),
+       st.sampled_from(['zero', 'sign']), st.booleans(), st.sampled_from(['ticks', 'atr']))
+def test_triple_barrier_kernel_equals_frozen_implementation(bars, pt, sl, V, tie_rule, vertical_label, within, mode):
+    "Random bars (NaN bars, session breaks), every tie rule, both vertical labels, within the session or not, tick or ATR widths."
+    kw = dict(vertical_bars=V, tie_rule=tie_rule, vertical_label=vertical_label, within_session=within, instrument='ES')
+    if mode == 'atr': kw.update(pt_atr=None if pt is None else pt / 2, sl_atr=None if sl is None else sl / 2, atr_window_bars=3)
+    else: kw.update(pt_ticks=pt, sl_ticks=sl)
+    _same_triple_barrier(bars, **kw)
+
+
+def test_triple_barrier_kernel_equals_frozen_on_long_random_series():
+    "Longer series with wide barriers and V=120 (the fast path for quiet rows), ties and NaN bars."
+    rng = np.random.default_rng(11)
+    bars = demo_bars(n_days=6, seed=5)
+    nan_rows = rng.choice(len(bars), 15, replace=False)
+    bars.iloc[nan_rows, rng.integers(0, 4, 15)] = np.nan
+    seen = set()
+    for pt, sl, V, rule in ((40, 40, 120, 'stop_first'), (8, 8, 30, 'nan'), (3, 12, 120, 'target_first'), (None, 6, 60, 'nan')):
+        out = _same_triple_barrier(bars, pt_ticks=pt, sl_ticks=sl, vertical_bars=V, tie_rule=rule, instrument='ES')
+        seen |= set(out.barrier.dropna().astype(str)) | set(out.attrs['label_report'].nan_counts)
+    assert {'pt', 'sl', 'vertical', 'ambiguous', 'past_end', 'session_end', 'missing_input'} <= seen, seen
+
+
+def test_triple_barrier_kernel_equals_frozen_on_real_es(shared_data):
+    "The whole real ES file, every tie rule, within the session or not, tick and ATR barriers."
+    bars = _real_es(shared_data)
+    for kw in (dict(pt_ticks=8, sl_ticks=8, vertical_bars=30, tie_rule='stop_first'),
+               dict(pt_ticks=40, sl_ticks=40, vertical_bars=120, tie_rule='target_first', within_session=False),
+               dict(pt_atr=2.0, sl_atr=1.0, vertical_bars=60, tie_rule='nan', vertical_label='sign')):
+        _same_triple_barrier(bars, instrument='ES', **kw)
