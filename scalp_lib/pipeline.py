@@ -49,12 +49,12 @@ from .report import check_params, file_sha256, git_revision, resolve_template, r
 
 # %% auto #0
 __all__ = ['MEMORY_METHOD', 'PROBA_COLUMNS', 'PipelineError', 'PipelineConfigError', 'PredictionMismatchError',
-           'MissingFeaturesError', 'InstrumentMismatchError', 'InputDimMismatchError', 'PipelineConfig', 'StageMonitor',
-           'write_json', 'read_json', 'library_versions', 'write_parquet', 'read_bars_chunked', 'read_feature_rows',
-           'fit_scaler_on_rows', 'write_scaled_matrix', 'part_batcher', 'model_id_of', 'predictions_frame',
-           'proba_for_bars', 'Prepared', 'prepare', 'PipelineResult', 'run_pipeline', 'check_checkpoint_for_bars',
-           'predict_bars', 'WalkForwardResult', 'walk_forward', 'model_test_proba', 'expand_grid', 'run_report_batch',
-           'pipeline_main', 'predict_main', 'report_batch_main']
+           'MissingFeaturesError', 'InstrumentMismatchError', 'InputDimMismatchError', 'RunMismatchError',
+           'PipelineConfig', 'StageMonitor', 'write_json', 'read_json', 'library_versions', 'write_parquet',
+           'read_bars_chunked', 'read_feature_rows', 'fit_scaler_on_rows', 'write_scaled_matrix', 'part_batcher',
+           'model_id_of', 'predictions_frame', 'proba_for_bars', 'Prepared', 'prepare', 'PipelineResult',
+           'run_pipeline', 'check_checkpoint_for_bars', 'predict_bars', 'WalkForwardResult', 'walk_forward',
+           'model_test_proba', 'expand_grid', 'run_report_batch', 'pipeline_main', 'predict_main', 'report_batch_main']
 
 # %% ../nbs/14_pipeline.ipynb #3a8a6b26
 class PipelineError(ScalpLibError, ValueError):
@@ -74,6 +74,9 @@ class InstrumentMismatchError(PredictionMismatchError):
 
 class InputDimMismatchError(PredictionMismatchError):
     "The checkpoint's model, feature list and scaler disagree on the number of input features."
+
+class RunMismatchError(PipelineError):
+    "A run folder holding finished folds of another run (configuration, splitter or data); the folder is left as it was."
 
 # %% ../nbs/14_pipeline.ipynb #9edbc23c
 _CLASS_LABELS = ('direction', 'triple_barrier')
@@ -904,6 +907,15 @@ def _walk_forward_key(cfg:PipelineConfig, spl:PurgedWalkForward, warm_start:bool
                       sort_keys=True, default=_json_default)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+def _run_files(rd:Path)->dict:
+    "The run folder's manifest and config as bytes (to put back when a run is refused)."
+    return {f: (rd/f).read_bytes() for f in ('manifest.json', 'config.yaml') if (rd/f).is_file()}
+
+def _restore_run_files(rd:Path, kept:dict):
+    for f, b in kept.items():
+        tmp = rd/f'.{f}.{os.getpid()}.tmp'
+        tmp.write_bytes(b); os.replace(tmp, rd/f)
+
 def _fold_done(fold_dir:Path)->dict|None:
     p = fold_dir/'fold.json'
     if not p.is_file(): return None
@@ -921,10 +933,14 @@ def walk_forward(config:PipelineConfig|dict|str|Path, # the pipeline config (its
     "Retrain per fold, predict each next test block, concatenate the out-of-sample predictions and backtest them."
     cfg = _as_config(config)
     rd = _run_dir(cfg, run_dir)
+    kept = _run_files(rd)
     cfg.to_yaml(rd/'config.yaml')
     man = _Manifest(rd, 'walk_forward', cfg, {'walk_forward': {'warm_start': bool(warm_start), 'folds': []}})
     try:
         res = _walk_forward(cfg, splitter, rd, man, warm_start, resume, on_fold_end)
+    except RunMismatchError:
+        _restore_run_files(rd, kept)      # refused: the folder stays the earlier run's (its manifest and config)
+        raise
     except BaseException as e:
         man.finish('failed', f"{type(e).__name__}: {e}")
         raise
@@ -950,7 +966,7 @@ def _walk_forward(cfg, splitter, rd, man, warm_start, resume, on_fold_end):
         fd = rd/'folds'/f'fold_{fold.k:03d}'
         done = _fold_done(fd) if resume else None
         if done is not None and done.get('run_key') != key:
-            raise PipelineError(f"{fd} was finished by a run with a different configuration, splitter or data (run key "
+            raise RunMismatchError(f"{fd} was finished by a run with a different configuration, splitter or data (run key "
                                 f"{done.get('run_key')}, now {key}); use another run_dir, or resume=False to recompute every fold")
         if done is not None:
             records.append({**done, 'reused': True}); prev_model = fd/'model.pt'

@@ -9,29 +9,29 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass, field, fields, asdict, replace
+from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
 from fastcore.basics import patch
 from scipy import stats as sps
-from .config import ScalpLibError, InstrumentSpec, section_defaults
+from .config import InstrumentSpec, section_defaults
 from .data import session_dates
 from .preprocess import RobustFeatureScaler, feature_drift
 from .splits import Fold, PurgedWalkForward
 from .sequences import valid_window_starts
 from .checkpoint import load_checkpoint, load_model
 from .backtest import run_backtest
-from .metrics import daily_pnl, stationary_bootstrap_indices
+from .metrics import stationary_bootstrap_indices
 from .report import add_source
-from .pipeline import (PipelineConfig, PipelineError, PipelineConfigError, PROBA_COLUMNS, read_feature_rows,
+from .pipeline import (PipelineConfig, PipelineError, PipelineConfigError, RunMismatchError, PROBA_COLUMNS, read_feature_rows,
                                 proba_for_bars, write_json, write_parquet, model_id_of)
 from . import pipeline as _pl
 
 # %% auto #0
 __all__ = ['CALENDAR_FEATURES', 'MODES', 'MODE_LABELS', 'TRIGGER_LABELS', 'PAIRS', 'MODE_COLORS', 'RetrainingError',
-           'RetrainPolicyError', 'RunMismatchError', 'RetrainPolicy', 'decision_windows', 'feature_drift_statistic',
+           'RetrainPolicyError', 'RetrainPolicy', 'decision_windows', 'feature_drift_statistic',
            'label_drift_statistic', 'retrain_decision', 'plan_decisions', 'RetrainingResult', 'walk_forward_retraining',
            'decisions_table', 'load_retraining', 'bar_log_loss', 'bar_pnl', 'fold_metrics', 'compare_modes',
            'comparison_headline', 'plot_cumulative_pnl', 'plot_drift_statistic', 'plot_fold_metrics', 'regime_view']
@@ -42,9 +42,6 @@ class RetrainingError(PipelineError):
 
 class RetrainPolicyError(RetrainingError, PipelineConfigError):
     "A `RetrainPolicy` or retraining option with a bad value."
-
-class RunMismatchError(RetrainingError):
-    "The run folder holds folds of a run with another configuration, splitter, policy or fine-tuning; nothing of it is changed."
 
 # %% ../nbs/21_retraining.ipynb #c45a60a4
 CALENDAR_FEATURES = ('tod_sin', 'tod_cos', 'minutes_since_open', 'minutes_to_close', 'day_of_week', 'or_complete')
@@ -397,13 +394,13 @@ def walk_forward_retraining(config:PipelineConfig|dict|str|Path, # the pipeline 
     pol = (policy if isinstance(policy, RetrainPolicy) else RetrainPolicy(**(policy or {}))).resolved()
     ft = _finetune_settings(cfg, finetune_epochs, finetune_lr, finetune_scaler)
     rd = _pl._run_dir(cfg, run_dir)
-    kept = {f: (rd/f).read_bytes() for f in ('manifest.json', 'config.yaml') if (rd/f).is_file()}   # put back if refused
+    kept = _pl._run_files(rd)            # put back if the run is refused
     cfg.to_yaml(rd/'config.yaml')
     man = _pl._Manifest(rd, 'retraining', cfg, {'retraining': {'policy': pol.to_dict(), 'finetune': ft, 'modes': list(MODES),
                                                                'mode_labels': MODE_LABELS, 'decisions': [], 'folds': {m: [] for m in MODES}}})
     try: res = _walk_forward_retraining(cfg, splitter, pol, ft, rd, man, resume, on_fold_end)
     except RunMismatchError:
-        for f, b in kept.items(): (rd/f).write_bytes(b)   # the folder stays the earlier run's
+        _pl._restore_run_files(rd, kept)   # the folder stays the earlier run's
         raise
     except BaseException as e:
         man.finish('failed', f"{type(e).__name__}: {e}")

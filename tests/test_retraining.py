@@ -17,9 +17,9 @@ import torch
 from scalp_lib import pipeline as _pl
 from scalp_lib.checkpoint import load_checkpoint, load_model
 from scalp_lib.data import demo_bars
-from scalp_lib.pipeline import PROBA_COLUMNS, PipelineConfig, file_sha256, walk_forward
+from scalp_lib.pipeline import PROBA_COLUMNS, PipelineConfig, RunMismatchError, file_sha256, walk_forward
 from scalp_lib.preprocess import RobustFeatureScaler, feature_drift
-from scalp_lib.retraining import (MODES, RetrainingError, RetrainPolicy, RetrainPolicyError, compare_modes, fold_metrics,
+from scalp_lib.retraining import (MODES, RetrainPolicy, RetrainPolicyError, compare_modes, fold_metrics,
                                   load_retraining, plan_decisions, retrain_decision, walk_forward_retraining)
 from scalp_lib.splits import PurgedWalkForward
 
@@ -266,7 +266,7 @@ def test_retraining_resumes_after_sigkill_between_folds(run, bars_file, tmp_path
     assert json.loads((tmp_path / "rt" / "manifest.json").read_text())["status"] == "complete"
     # a different policy in the same folder is refused, never mixed in, and leaves the folder as it was
     before = {f: (tmp_path / "rt" / f).read_bytes() for f in ("manifest.json", "config.yaml", "folds/fold_000/decision.json")}
-    with pytest.raises(RetrainingError, match="different configuration, splitter, policy"):
+    with pytest.raises(RunMismatchError, match="different configuration, splitter, policy"):
         walk_forward_retraining(cfg, SPLIT, {"every_folds": 1, "drift_threshold": None})
     assert all((tmp_path / "rt" / f).read_bytes() == b for f, b in before.items())
     assert load_retraining(tmp_path / "rt").folds["reused"].all()           # the run reads back from its folder alone
