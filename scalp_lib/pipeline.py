@@ -49,12 +49,12 @@ from .report import check_params, file_sha256, git_revision, resolve_template, r
 
 # %% auto #0
 __all__ = ['MEMORY_METHOD', 'PROBA_COLUMNS', 'PipelineError', 'PipelineConfigError', 'PredictionMismatchError',
-           'MissingFeaturesError', 'InstrumentMismatchError', 'InputDimMismatchError', 'PipelineConfig', 'StageMonitor',
-           'write_json', 'read_json', 'library_versions', 'write_parquet', 'read_bars_chunked', 'fit_scaler_on_rows',
-           'write_scaled_matrix', 'part_batcher', 'model_id_of', 'predictions_frame', 'proba_for_bars', 'Prepared',
-           'prepare', 'PipelineResult', 'run_pipeline', 'check_checkpoint_for_bars', 'predict_bars',
-           'WalkForwardResult', 'walk_forward', 'model_test_proba', 'expand_grid', 'run_report_batch', 'pipeline_main',
-           'predict_main', 'report_batch_main']
+           'MissingFeaturesError', 'InstrumentMismatchError', 'InputDimMismatchError', 'RunMismatchError',
+           'PipelineConfig', 'StageMonitor', 'write_json', 'read_json', 'library_versions', 'write_parquet',
+           'read_bars_chunked', 'read_feature_rows', 'fit_scaler_on_rows', 'write_scaled_matrix', 'part_batcher',
+           'model_id_of', 'predictions_frame', 'proba_for_bars', 'Prepared', 'prepare', 'PipelineResult',
+           'run_pipeline', 'check_checkpoint_for_bars', 'predict_bars', 'WalkForwardResult', 'walk_forward',
+           'model_test_proba', 'expand_grid', 'run_report_batch', 'pipeline_main', 'predict_main', 'report_batch_main']
 
 # %% ../nbs/14_pipeline.ipynb #3a8a6b26
 class PipelineError(ScalpLibError, ValueError):
@@ -74,6 +74,9 @@ class InstrumentMismatchError(PredictionMismatchError):
 
 class InputDimMismatchError(PredictionMismatchError):
     "The checkpoint's model, feature list and scaler disagree on the number of input features."
+
+class RunMismatchError(PipelineError):
+    "A run folder holding finished folds of another run (configuration, splitter or data); the folder is left as it was."
 
 # %% ../nbs/14_pipeline.ipynb #9edbc23c
 _CLASS_LABELS = ('direction', 'triple_barrier')
@@ -389,14 +392,15 @@ def _fit_rows_sample(train, max_rows:int, seed:int)->np.ndarray:
     if len(pos) <= max_rows: return pos
     return np.sort(pos[np.random.default_rng(seed).choice(len(pos), int(max_rows), replace=False)])
 
-def fit_scaler_on_rows(features_path:str|Path, # feature Parquet (generate_features_chunked output)
-                       rows:np.ndarray, # sorted row positions to fit on (training rows only)
-                       feature_names:list, # columns, in model order
-                       options:dict|None=None, # RobustFeatureScaler options
-                      )->RobustFeatureScaler:
-    "Fit a `RobustFeatureScaler` on the given rows of a feature Parquet file, read one row group at a time."
+def read_feature_rows(features_path:str|Path, # feature Parquet (generate_features_chunked output)
+                      rows:np.ndarray, # sorted row positions to read
+                      feature_names:list, # columns, in this order
+                     )->np.ndarray: # (len(rows), len(feature_names)) float32, raw (unscaled) values
+    "The given rows of a feature Parquet file, read one row group at a time (only the groups that hold some)."
     rows = np.asarray(rows, np.int64)
-    sample = np.empty((len(rows), len(feature_names)), np.float32)
+    out = np.empty((len(rows), len(feature_names)), np.float32)
+    if not len(rows): return out
+    if (np.diff(rows) <= 0).any(): raise PipelineError(f"{features_path}: row positions must be sorted and distinct")
     pf, off, got = pq.ParquetFile(features_path, pre_buffer=False), 0, 0
     for g in range(pf.num_row_groups):
         m = pf.metadata.row_group(g).num_rows
@@ -404,16 +408,27 @@ def fit_scaler_on_rows(features_path:str|Path, # feature Parquet (generate_featu
         if b > a:
             t = pf.read_row_group(g, columns=list(feature_names))
             block = np.column_stack([t.column(c).to_numpy() for c in feature_names]).astype(np.float32, copy=False)
-            sample[got:got + b - a] = block[rows[a:b] - off]
+            out[got:got + b - a] = block[rows[a:b] - off]
             got += b - a
             del t, block
         off += m
         if off > rows[-1]: break
-    if got != len(rows): raise PipelineError(f"{features_path}: {len(rows) - got} requested fit rows lie beyond its {off} rows")
+    if got != len(rows): raise PipelineError(f"{features_path}: {len(rows) - got} requested rows lie beyond its {off} rows")
+    return out
+
+# %% ../nbs/14_pipeline.ipynb #a1ed76b7
+def fit_scaler_on_rows(features_path:str|Path, # feature Parquet (generate_features_chunked output)
+                       rows:np.ndarray, # sorted row positions to fit on (training rows only)
+                       feature_names:list, # columns, in model order
+                       options:dict|None=None, # RobustFeatureScaler options
+                      )->RobustFeatureScaler:
+    "Fit a `RobustFeatureScaler` on the given rows of a feature Parquet file, read one row group at a time."
+    sample = read_feature_rows(features_path, rows, feature_names)
     opts = {k: v for k, v in (options or {}).items() if k not in _SCALER_EXTRA}
     opts.setdefault('nan_policy', 'impute'); opts.setdefault('warn', False)
     return RobustFeatureScaler(**opts).fit(pd.DataFrame(sample, columns=list(feature_names), copy=False))
 
+# %% ../nbs/14_pipeline.ipynb #158448fc
 def write_scaled_matrix(features_path:str|Path, # feature Parquet
                         out_path:str|Path, # .npy file to write (float32, rows x features)
                         scaler:RobustFeatureScaler, # fitted on training rows
@@ -884,6 +899,7 @@ def _as_splitter(splitter, prep:Prepared)->PurgedWalkForward:
     kw.pop('horizon_bars', None); kw.pop('t1', None)
     return PurgedWalkForward(**kw, **_split_kwargs(prep))
 
+# %% ../nbs/14_pipeline.ipynb #ea6471ab
 def _walk_forward_key(cfg:PipelineConfig, spl:PurgedWalkForward, warm_start:bool, sha:str)->str:
     "Fingerprint of what a fold's result depends on: a finished fold is reused only by a run with the same key."
     d = {k: v for k, v in cfg.to_dict().items() if k not in ('progress', 'run_dir', 'name', 'data_path', 'fail_on_repair')}
@@ -891,12 +907,22 @@ def _walk_forward_key(cfg:PipelineConfig, spl:PurgedWalkForward, warm_start:bool
                       sort_keys=True, default=_json_default)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+def _run_files(rd:Path)->dict:
+    "The run folder's manifest and config as bytes (to put back when a run is refused)."
+    return {f: (rd/f).read_bytes() for f in ('manifest.json', 'config.yaml') if (rd/f).is_file()}
+
+def _restore_run_files(rd:Path, kept:dict):
+    for f, b in kept.items():
+        tmp = rd/f'.{f}.{os.getpid()}.tmp'
+        tmp.write_bytes(b); os.replace(tmp, rd/f)
+
 def _fold_done(fold_dir:Path)->dict|None:
     p = fold_dir/'fold.json'
     if not p.is_file(): return None
     d = read_json(p, 'walk-forward fold record', f"delete the folder {fold_dir} and that fold is computed again")
     return d if d.get('status') == 'done' else None
 
+# %% ../nbs/14_pipeline.ipynb #df669f2b
 def walk_forward(config:PipelineConfig|dict|str|Path, # the pipeline config (its split_fractions are not used)
                  splitter:PurgedWalkForward|int|dict|None=None, # folds: a PurgedWalkForward, n_splits, or its keyword arguments
                  *, warm_start:bool=False, # start each fold from the previous fold's weights
@@ -907,10 +933,14 @@ def walk_forward(config:PipelineConfig|dict|str|Path, # the pipeline config (its
     "Retrain per fold, predict each next test block, concatenate the out-of-sample predictions and backtest them."
     cfg = _as_config(config)
     rd = _run_dir(cfg, run_dir)
+    kept = _run_files(rd)
     cfg.to_yaml(rd/'config.yaml')
     man = _Manifest(rd, 'walk_forward', cfg, {'walk_forward': {'warm_start': bool(warm_start), 'folds': []}})
     try:
         res = _walk_forward(cfg, splitter, rd, man, warm_start, resume, on_fold_end)
+    except RunMismatchError:
+        _restore_run_files(rd, kept)      # refused: the folder stays the earlier run's (its manifest and config)
+        raise
     except BaseException as e:
         man.finish('failed', f"{type(e).__name__}: {e}")
         raise
@@ -918,6 +948,7 @@ def walk_forward(config:PipelineConfig|dict|str|Path, # the pipeline config (its
     res.manifest = man.d
     return res
 
+# %% ../nbs/14_pipeline.ipynb #4ea5fe50
 def _walk_forward(cfg, splitter, rd, man, warm_start, resume, on_fold_end):
     stage = man.monitor
     prep = prepare(cfg, rd, man, reuse=resume)
@@ -935,7 +966,7 @@ def _walk_forward(cfg, splitter, rd, man, warm_start, resume, on_fold_end):
         fd = rd/'folds'/f'fold_{fold.k:03d}'
         done = _fold_done(fd) if resume else None
         if done is not None and done.get('run_key') != key:
-            raise PipelineError(f"{fd} was finished by a run with a different configuration, splitter or data (run key "
+            raise RunMismatchError(f"{fd} was finished by a run with a different configuration, splitter or data (run key "
                                 f"{done.get('run_key')}, now {key}); use another run_dir, or resume=False to recompute every fold")
         if done is not None:
             records.append({**done, 'reused': True}); prev_model = fd/'model.pt'
@@ -968,12 +999,13 @@ def _walk_forward(cfg, splitter, rd, man, warm_start, resume, on_fold_end):
     man.d['paths']['folds_table'] = 'folds.csv'
     return WalkForwardResult(rd, man.d, folds, ppath, preds, bt)
 
-def _run_fold(cfg, prep, fold, fd, L, align, gap, max_fit, extra, seed, warm_from):
+# %% ../nbs/14_pipeline.ipynb #d4dc2569
+def _run_fold(cfg, prep, fold, fd, L, align, gap, max_fit, extra, seed, warm_from, scaler=None):
     "Scale, train, predict and write one fold; returns its record (paths relative to the run folder)."
-    n = prep.n
     stop = fold.test.stop
-    fit_rows = _fit_rows_sample(fold.train, max_fit, seed)
-    scaler = fit_scaler_on_rows(prep.features_path, fit_rows, prep.feature_names, cfg.scaler)
+    given = scaler is not None   # a fitted scaler to keep (fine-tuning under the earlier model's input mapping)
+    fit_rows = np.zeros(0, np.int64) if given else _fit_rows_sample(fold.train, max_fit, seed)
+    if not given: scaler = fit_scaler_on_rows(prep.features_path, fit_rows, prep.feature_names, cfg.scaler)
     mpath = fd/'features_scaled.npy'
     write_scaled_matrix(prep.features_path, mpath, scaler, prep.feature_names, stop_row=stop)
     matrix = np.load(mpath, mmap_mode='c')
@@ -998,7 +1030,7 @@ def _run_fold(cfg, prep, fold, fd, L, align, gap, max_fit, extra, seed, warm_fro
     rel = fd.relative_to(fd.parent.parent)
     return {'status': 'done', 'fold': fold.k, 'train_first': int(_part_bounds(fold.train)[0]), 'train_last': int(_part_bounds(fold.train)[1] - 1),
             'test_first': int(fold.test.start), 'test_last': int(fold.test.stop - 1), 'n_purged': int(fold.n_purged),
-            'fit_rows': len(fit_rows), 'train_windows_available': len(tr_all), 'train_windows_used': len(tr),
+            'fit_rows': len(fit_rows), 'scaler_given': given, 'train_windows_available': len(tr_all), 'train_windows_used': len(tr),
             'test_predictions': len(preds), 'warm_start_from': None if warm_from is None else str(Path(warm_from).relative_to(fd.parent.parent)),
             'model_id': mid, 'train_loss': float(tres.epochs['train_loss'].iloc[-1]), 'steps': tres.n_steps,
             'model': str(rel/'model.pt'), 'predictions': str(rel/'predictions.parquet'), **{f'oos_{k}': v for k, v in _labelled_metrics(preds).items()}}

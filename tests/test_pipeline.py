@@ -233,6 +233,12 @@ def test_walk_forward_resumes_after_sigkill_between_folds(bars_file, tmp_path):
     # the concatenated out-of-sample predictions are one backtest over the test blocks
     assert resumed.backtest.counts["n_bars"] == resumed.folds["test_last"].iloc[-1] - resumed.folds["test_first"].iloc[0] + 1
     assert json.loads((tmp_path / "wf" / "manifest.json").read_text())["status"] == "complete"
+    # a run with another configuration in the same folder is refused and leaves the run's manifest and config as they were
+    before = {f: (tmp_path / "wf" / f).read_bytes() for f in ("manifest.json", "config.yaml")}
+    other = _cfg(bars_file, tmp_path / "wf", model={"type": "lstm", "hidden_size": 4, "num_layers": 1})
+    with pytest.raises(ScalpLibError, match="different configuration"):
+        walk_forward(other, {"n_splits": 3, "embargo_bars": 10}, warm_start=True)
+    assert {f: (tmp_path / "wf" / f).read_bytes() for f in before} == before
     # a fold record damaged on disk is a named error saying what to do, not a bare JSONDecodeError
     fold1 = tmp_path / "wf" / "folds" / "fold_001" / "fold.json"
     fold1.write_text(fold1.read_text()[:40])

@@ -17,6 +17,7 @@ SMALL = {
     "training": {"demo_days": 6, "epochs": 2, "seq_length": 10, "hidden_size": 8},
     "backtest_report": {"demo_days": 10, "bootstrap_samples": 200, "model_type": "feedforward", "model_epochs": 1},
     "study": {"demo_days": 12, "demo_trials": 4, "demo_epochs": 1},
+    "retraining": {"demo_days": 6, "n_splits": 3, "epochs": 1, "max_train_windows": 5000, "bootstrap_samples": 200},
 }
 
 
