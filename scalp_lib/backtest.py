@@ -853,7 +853,7 @@ def plot_mae_mfe(trades:pd.DataFrame, # the ledger
     jit = lambda v: v + rng.uniform(-0.2, 0.2, len(v))
     ax.scatter(jit(trades.loc[~win, 'mae_ticks']), jit(trades.loc[~win, 'mfe_ticks']), s=6, alpha=0.4, color='tab:red', label='losing (net)')
     ax.scatter(jit(trades.loc[win, 'mae_ticks']), jit(trades.loc[win, 'mfe_ticks']), s=6, alpha=0.4, color='tab:green', label='winning (net)')
-    ax.set(title=title, xlabel='maximum adverse excursion (ticks)', ylabel='maximum favourable excursion (ticks)')
+    ax.set(title=title, xlabel='adverse excursion, MAE (ticks)', ylabel='favourable excursion, MFE (ticks)')   # short: fits a 3.6-inch panel
     ax.legend(loc='best', fontsize=8, framealpha=0.9)
     return _finish(fig, source) if own else fig
 
