@@ -147,7 +147,9 @@ def test_backtest_report_with_the_default_model_signal(tmp_path, es_file, es_bar
     text = _markdown(p.notebook)
     assert "backtest_report_model.pt" in text and (tmp_path / "backtest_report_trades.csv").is_file()
     c1, c2 = temporal_split(len(es_bars), None, horizon_bars=1, embargo_bars=0).boundaries
-    es_bars[OHLCV].iloc[:c2].rename_axis("timestamp").reset_index().to_parquet(tmp_path / "val_bars.parquet", index=False)
+    up_to_val = es_bars[OHLCV].iloc[:c2].rename_axis("timestamp").reset_index()
+    up_to_val.attrs = {}                                            # the loader's quality report does not go to Parquet
+    up_to_val.to_parquet(tmp_path / "val_bars.parquet", index=False)
     val = pd.read_parquet(predict_bars(tmp_path / "backtest_report_model.pt", tmp_path / "val_bars.parquet", tmp_path / "val.parquet", instrument="ES"))
     val = val[pd.DatetimeIndex(val["timestamp"]) >= es_bars.index[c1]]
     thr = threshold_from_quantile(val[PROBA_COLUMNS].to_numpy(np.float64), 0.95)

@@ -259,6 +259,12 @@ def test_spread_table_by_hand():
     half = 3.182446305284263 * np.std([1, 2, 3, 4], ddof=1) / 2              # t(3) 97.5 %
     np.testing.assert_allclose([st.loc['a', 'ci_low'], st.loc['a', 'ci_high']], [2.5 - half, 2.5 + half])
     assert st.loc['a', 'runs'] == 4 and st.loc['b', 'runs'] == 1 and np.isnan(st.loc['b', 'ci_low'])
+    assert st.loc['a', 'basis'] == 'seeds' and st.loc['b', 'basis'] == 'one run'
+    # two folds x two seeds: the units are the fold means (runs that share a test period are not independent)
+    ff = ts.spread_table(pd.DataFrame({'fold': [0, 0, 1, 1], 'seed': [0, 1, 0, 1], 'x': [1.0, 3.0, 5.0, 7.0]}))
+    assert list(ff.index) == ['x'] and (ff.loc['x', 'units'], ff.loc['x', 'runs'], ff.loc['x', 'basis']) == (2, 4, 'folds')
+    half = 12.706204736174696 * np.std([2.0, 6.0], ddof=1) / np.sqrt(2)        # t(1) 97.5 % over the fold means 2 and 6
+    np.testing.assert_allclose([ff.loc['x', 'ci_low'], ff.loc['x', 'ci_high']], [4 - half, 4 + half])
 
 
 def test_sharpe_difference_interval(run):
