@@ -20,10 +20,11 @@ from .metrics import PerformanceMetrics, compute_metrics, sample_minimums, _fini
 __all__ = ['INTRABAR_RULES', 'REENTRY_MODES', 'EXIT_REASONS', 'EXIT_FILLS', 'SIGNAL_OUTCOMES', 'VERDICT_SIGNAL_PCT',
            'VERDICT_ENTRY_PCT', 'VERDICT_REASON_PCT', 'MIN_SEGMENT_BARS', 'SCENARIO_COLUMNS',
            'SENSITIVITY_CLIP_MEDIANS', 'BacktestError', 'SignalError', 'ProbaError', 'backtest_settings', 'bar_ticks',
-           'signal_from_proba', 'momentum_proba', 'BacktestResult', 'run_backtest', 'signal_reconciliation',
-           'proba_signal_breakdown', 'signal_verdict', 'buy_and_hold', 'default_cost_scenarios', 'cost_scenarios',
-           'sensitivity_grid', 'grid_trials', 'plot_pnl_distribution', 'plot_mae_mfe', 'plot_pnl_by_hour',
-           'plot_pnl_by_holding', 'plot_trade_analysis', 'exit_reason_table', 'plot_exit_reasons', 'plot_sensitivity']
+           'signal_from_proba', 'threshold_from_quantile', 'held_signal', 'momentum_proba', 'BacktestResult',
+           'run_backtest', 'signal_reconciliation', 'proba_signal_breakdown', 'signal_verdict', 'buy_and_hold',
+           'default_cost_scenarios', 'cost_scenarios', 'sensitivity_grid', 'grid_trials', 'plot_pnl_distribution',
+           'plot_mae_mfe', 'plot_pnl_by_hour', 'plot_pnl_by_holding', 'plot_trade_analysis', 'exit_reason_table',
+           'plot_exit_reasons', 'plot_sensitivity']
 
 # %% ../nbs/12_backtest.ipynb #dd534da1
 class BacktestError(ScalpLibError, ValueError):
@@ -202,6 +203,36 @@ def signal_from_proba(proba, # (n_bars, 3) probabilities of down / flat / up, ro
         last = np.maximum.accumulate(np.where(fired, np.arange(len(p)), -1))   # last bar where a rule fired
         target = np.where(last >= 0, target[np.maximum(last, 0)], 0)
     return target
+
+# %% ../nbs/12_backtest.ipynb #b0b2e6f7
+def threshold_from_quantile(proba, # (n_bars, 3) down / flat / up probabilities of the CALIBRATION period (not the one reported)
+                            quantile:float, # share of calibration bars that are NOT calls, in (0, 1)
+                           )->float: # entry threshold for `signal_from_proba` / `held_signal`
+    "The entry threshold at which about 1 - quantile of the calibration bars have a side above it."
+    if not 0 < quantile < 1: raise BacktestError(f"quantile must be in (0, 1), got {quantile}")
+    p = proba.to_numpy(np.float64) if isinstance(proba, pd.DataFrame) else np.asarray(proba, dtype=np.float64)
+    p = _check_proba(p, len(p), pd.RangeIndex(len(p)))
+    if not len(p): raise BacktestError("threshold_from_quantile needs calibration probabilities, got none")
+    thr = float(np.quantile(np.maximum(p[:, 0], p[:, 2]), quantile))
+    if not 0 < thr < 1: raise BacktestError(f"the {quantile} quantile of the calibration probabilities is {thr}: no usable threshold")
+    return thr
+
+def held_signal(proba, # (n_bars, 3) probabilities of down / flat / up
+                entry_threshold:float, # a side's probability above this is a call
+                hold_bars:int, # bars a call stays the target, counted from its bar (the label's horizon)
+                flat_threshold:float|None=None, # P(flat) above this ends a call; None: no flat zone
+                contracts:int=1, # position size in contracts
+                index=None, # bar index, for error messages only
+               )->np.ndarray: # int64 target position per bar
+    "Target position per bar: each call (a side above the threshold) held for `hold_bars` bars, renewed or replaced by later calls."
+    if isinstance(hold_bars, bool) or not isinstance(hold_bars, (int, np.integer)) or hold_bars < 1:
+        raise BacktestError(f"hold_bars must be a whole number >= 1, got {hold_bars!r}")
+    call = signal_from_proba(proba, entry_threshold, 'none' if flat_threshold is None else flat_threshold, contracts, False, index)
+    p = proba.to_numpy(np.float64) if isinstance(proba, pd.DataFrame) else np.asarray(proba, dtype=np.float64)
+    event = (call != 0) | ((p[:, 1] > flat_threshold) if flat_threshold is not None else False)
+    bar = np.arange(len(call))
+    last = np.maximum.accumulate(np.where(event, bar, -1))          # the latest call (or flat-zone bar) at or before each bar
+    return np.where((last >= 0) & (bar - last < hold_bars), call[np.maximum(last, 0)], 0).astype(np.int64)
 
 # %% ../nbs/12_backtest.ipynb #87d0f341
 def momentum_proba(bars:pd.DataFrame, # bars with a `close` column
@@ -822,7 +853,7 @@ def plot_mae_mfe(trades:pd.DataFrame, # the ledger
     jit = lambda v: v + rng.uniform(-0.2, 0.2, len(v))
     ax.scatter(jit(trades.loc[~win, 'mae_ticks']), jit(trades.loc[~win, 'mfe_ticks']), s=6, alpha=0.4, color='tab:red', label='losing (net)')
     ax.scatter(jit(trades.loc[win, 'mae_ticks']), jit(trades.loc[win, 'mfe_ticks']), s=6, alpha=0.4, color='tab:green', label='winning (net)')
-    ax.set(title=title, xlabel='maximum adverse excursion (ticks)', ylabel='maximum favourable excursion (ticks)')
+    ax.set(title=title, xlabel='adverse excursion, MAE (ticks)', ylabel='favourable excursion, MFE (ticks)')   # short: fits a 3.6-inch panel
     ax.legend(loc='best', fontsize=8, framealpha=0.9)
     return _finish(fig, source) if own else fig
 

@@ -48,13 +48,14 @@ from .backtest import run_backtest
 from .report import check_params, file_sha256, git_revision, resolve_template, run_report
 
 # %% auto #0
-__all__ = ['MEMORY_METHOD', 'PROBA_COLUMNS', 'PipelineError', 'PipelineConfigError', 'PredictionMismatchError',
-           'MissingFeaturesError', 'InstrumentMismatchError', 'InputDimMismatchError', 'RunMismatchError',
-           'PipelineConfig', 'StageMonitor', 'write_json', 'read_json', 'library_versions', 'write_parquet',
-           'read_bars_chunked', 'read_feature_rows', 'fit_scaler_on_rows', 'write_scaled_matrix', 'part_batcher',
-           'model_id_of', 'predictions_frame', 'proba_for_bars', 'Prepared', 'prepare', 'PipelineResult',
-           'run_pipeline', 'check_checkpoint_for_bars', 'predict_bars', 'WalkForwardResult', 'walk_forward',
-           'model_test_proba', 'expand_grid', 'run_report_batch', 'pipeline_main', 'predict_main', 'report_batch_main']
+__all__ = ['MEMORY_METHOD', 'PROBA_COLUMNS', 'REPLICATE_METRICS', 'PipelineError', 'PipelineConfigError',
+           'PredictionMismatchError', 'MissingFeaturesError', 'InstrumentMismatchError', 'InputDimMismatchError',
+           'RunMismatchError', 'PipelineConfig', 'StageMonitor', 'write_json', 'read_json', 'library_versions',
+           'write_parquet', 'read_bars_chunked', 'read_feature_rows', 'fit_scaler_on_rows', 'write_scaled_matrix',
+           'part_batcher', 'model_id_of', 'predictions_frame', 'proba_for_bars', 'Prepared', 'prepare',
+           'PipelineResult', 'run_pipeline', 'check_checkpoint_for_bars', 'predict_bars', 'WalkForwardResult',
+           'walk_forward', 'model_test_proba', 'model_validation_proba', 'fold_rows', 'backtest_replicates',
+           'expand_grid', 'run_report_batch', 'pipeline_main', 'predict_main', 'report_batch_main']
 
 # %% ../nbs/14_pipeline.ipynb #3a8a6b26
 class PipelineError(ScalpLibError, ValueError):
@@ -1071,6 +1072,90 @@ def model_test_proba(bars:pd.DataFrame, # all bars (the standard frame), the tes
     return res.predictions, dict(source="a model trained here by scalp_lib.pipeline.run_pipeline on the sessions before the test period",
                                  model_id=res.model_id, trained_here=True, model_path=str(res.model_path), run_dir=str(res.run_dir),
                                  model=cfg.model, seq_length=cfg.seq_length, label=cfg.label, train=cfg.train)
+
+# %% ../nbs/14_pipeline.ipynb #2ca95763
+from .backtest import held_signal, threshold_from_quantile, buy_and_hold
+
+def model_validation_proba(bars:pd.DataFrame, # the bars given to `model_test_proba`
+                           info:dict, # its description of a model trained here (run_dir, model_path)
+                           work_dir:str|Path, # scratch folder
+                          )->pd.DataFrame: # predictions of the validation period (timestamp, p_down, p_flat, p_up, ...)
+    "The validation period's probabilities of a model trained by `model_test_proba`, scored without reading the test period."
+    if not info.get('trained_here'): raise PipelineError("model_validation_proba needs a model trained here by model_test_proba (info['trained_here'])")
+    man = read_json(Path(info['run_dir'])/'manifest.json', 'run manifest', 'train the model again')
+    if man['data']['rows_used'] != len(bars):
+        raise PipelineError(f"the run used {man['data']['rows_used']} bars, {len(bars)} given: pass the bars given to model_test_proba")
+    c1, c2 = man['counts']['split']['boundaries']
+    work_dir = Path(work_dir); work_dir.mkdir(parents=True, exist_ok=True)
+    out = bars[OHLCV].iloc[:c2].copy(); out.index.name = 'timestamp'
+    path = write_parquet(out.reset_index(), work_dir/'bars_to_validation_end.parquet', what='the bars up to the validation end', index=False)
+    preds = pd.read_parquet(predict_bars(info['model_path'], path, work_dir/'validation_predictions.parquet', instrument=man['data']['instrument']))
+    return preds[pd.DatetimeIndex(preds['timestamp']) >= bars.index[c1]].reset_index(drop=True)
+
+def fold_rows(n:int, # bars
+              n_folds:int, # walk-forward folds F (1: the whole-data split only)
+              fractions:tuple|None=None, # (train, val, test) of the whole data; default settings [splits]
+             )->list: # per fold, earliest first: (bars kept, their (train, val, test) fractions; None for the last: the whole-data split)
+    "Walk-forward folds as the first n_k bars and their split fractions; the test blocks tile the end of the data."
+    if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 1:
+        raise PipelineConfigError(f"n_folds must be a whole number >= 1, got {n_folds!r}")
+    c1, c2 = temporal_split(n, fractions, horizon_bars=1, embargo_bars=0).boundaries
+    V, T = c2 - c1, n - c2
+    out = []
+    for k in range(n_folds):
+        n_k = n - (n_folds - 1 - k) * T
+        if n_k - V - T < max(V, 1):
+            raise PipelineConfigError(f"n_folds={n_folds} is too many for {n} bars: fold {k} would keep {n_k - V - T} training bars before a "
+                                      f"validation block of {V} and a test block of {T}; use fewer folds or more data")
+        out.append((n_k, None if k == n_folds - 1 else ((n_k - V - T) / n_k, V / n_k, T / n_k)))
+    return out
+
+# %% ../nbs/14_pipeline.ipynb #32f4ff6c
+REPLICATE_METRICS = ('n_trades', 'net_profit', 'sharpe', 'sharpe_minus_buy_and_hold', 'win_rate_pct', 'profit_factor',
+                     'max_drawdown_dollars', 'exposure_pct', 'breakeven_slippage_ticks', 'entry_threshold')
+
+def backtest_replicates(bars:pd.DataFrame, # all bars
+                        *,
+                        n_seeds:int, # seeds seed, seed + 1, ...
+                        n_folds:int, # walk-forward folds (`fold_rows`)
+                        seed:int=0, # first seed
+                        config:dict|None=None, # PipelineConfig fields for training (model, train, seq_length, split_fractions, ...)
+                        work_dir:str|Path, # scratch folder (one sub-folder per run)
+                        instrument:str|None=None,
+                        entry_quantile:float, # calibration quantile (`threshold_from_quantile`) on each run's validation period
+                        hold_bars:int, # bars a call is held (`held_signal`)
+                        flat_threshold:float|None=None, # as for `held_signal`
+                        contracts:int=1, # as for `held_signal`
+                        backtest:dict|None=None, # run_backtest keyword arguments (exits, costs, capital, ...)
+                        keep=None, # (fold, seed) whose bars, probabilities and results are kept in `runs`; None: the last fold, first seed
+                       )->tuple: # (table: one row per run with fold, seed and REPLICATE_METRICS; runs: {(fold, seed): dict})
+    "Train, calibrate on validation, backtest held calls on the test period: once per walk-forward fold x seed."
+    from scalp_lib.tearsheet import breakeven_slippage_ticks
+    config, backtest = dict(config or {}), dict(backtest or {})
+    layout = fold_rows(len(bars), n_folds, config.get('split_fractions'))
+    keep = (n_folds - 1, seed) if keep is None else tuple(keep)
+    rows, runs = [], {}
+    for k, (n_k, fr) in enumerate(layout):
+        for s in range(seed, seed + n_seeds):
+            cfg = {**config, 'seed': s, **({'split_fractions': list(fr)} if fr is not None else {})}
+            b = bars.iloc[:n_k]
+            wd = Path(work_dir)/f'fold{k}_seed{s}'
+            test, info = model_test_proba(b, work_dir=wd, instrument=instrument, config=cfg)
+            val = model_validation_proba(b, info, wd/'validation')
+            thr = threshold_from_quantile(val[PROBA_COLUMNS].to_numpy(np.float64), entry_quantile)
+            tb = b[b.index >= pd.Timestamp(test['timestamp'].min())]
+            proba = proba_for_bars(test[pd.DatetimeIndex(test['timestamp']).isin(tb.index)], tb.index)[PROBA_COLUMNS].to_numpy()
+            res = run_backtest(tb, held_signal(proba, thr, hold_bars, flat_threshold, contracts, tb.index), **backtest)
+            bh = buy_and_hold(tb, **{key: v for key, v in backtest.items() if key in ('instrument', 'commission_per_side_dollars', 'slippage_ticks', 'initial_capital_dollars')},
+                              contracts=contracts)
+            m = res.metrics
+            diff = m.sharpe - bh.metrics.sharpe            # the same sessions, the same periods per year; NaN below the minimum sample
+            rows.append(dict(fold=k, seed=s, n_trades=m.n_trades, net_profit=m.net_profit, sharpe=m.sharpe, sharpe_minus_buy_and_hold=diff,
+                             win_rate_pct=m.win_rate_pct, profit_factor=m.profit_factor, max_drawdown_dollars=m.max_drawdown_dollars,
+                             exposure_pct=m.exposure_pct, breakeven_slippage_ticks=breakeven_slippage_ticks(res.trades, res.settings['tick_value_dollars']),
+                             entry_threshold=thr, test_first=str(tb.index[0]), test_last=str(tb.index[-1])))
+            runs[(k, s)] = dict(bars=tb, proba=proba, validation=val, predictions=test, info=info, entry_threshold=thr, result=res) if (k, s) == keep else dict(info=info)
+    return pd.DataFrame(rows), runs
 
 # %% ../nbs/14_pipeline.ipynb #e68c977b
 def expand_grid(spec:dict, # {'grid': {name: [values]}, 'runs': [ {...}, ... ], 'fixed': {...}} (each part optional)

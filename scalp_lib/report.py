@@ -183,6 +183,8 @@ def run_report(template:str|Path, # template name in nbs/reports ('data_quality'
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = name or path.stem
     nb_out, html_out = out_dir/f"{stem}.ipynb", out_dir/f"{stem}.html"
+    if 'report_path' in template_parameters(path) and not params.get('report_path'):   # files a template writes go beside it
+        params = {**params, 'report_path': str(nb_out)}
     env_before = os.environ.get('MPLBACKEND')
     os.environ['MPLBACKEND'] = 'module://matplotlib_inline.backend_inline'  # figures become PNG outputs
     try:

@@ -135,24 +135,35 @@ def test_training_report_matches_the_split_labels_and_its_checkpoint(tmp_path, e
 
 
 def test_backtest_report_with_the_default_model_signal(tmp_path, es_file, es_bars):
-    "The default signal source ('model') failed on every bar file: the loader's attrs reached a Parquet writer."
-    from scalp_lib.backtest import run_backtest
-    from scalp_lib.pipeline import PROBA_COLUMNS, proba_for_bars
+    """The default signal source ('model') failed on every bar file: the loader's attrs reached a Parquet writer. The page's
+    threshold, trades and net profit are recomputed from the model kept beside the report: its validation period scored here
+    (the bars up to the validation end only), the calibrated threshold, the calls held for the label horizon, the backtest."""
+    from scalp_lib.backtest import held_signal, run_backtest, threshold_from_quantile
+    from scalp_lib.data import OHLCV
+    from scalp_lib.pipeline import PROBA_COLUMNS, predict_bars, proba_for_bars
+    from scalp_lib.splits import temporal_split
     p = run_report("backtest_report", {"data_path": str(es_file), **LOAD, "bootstrap_samples": 200, "model_type": "feedforward",
                                        "model_epochs": 1}, output_dir=tmp_path)
     text = _markdown(p.notebook)
-    model_path = Path(re.search(r"checkpoint (\S+/model\.pt)", text).group(1))
-    preds = pd.read_parquet(model_path.parent / "predictions.parquet")
-    shutil.rmtree(model_path.parent.parent, ignore_errors=True)   # the report's scratch folder (bars, features, model)
+    assert "backtest_report_model.pt" in text and (tmp_path / "backtest_report_trades.csv").is_file()
+    c1, c2 = temporal_split(len(es_bars), None, horizon_bars=1, embargo_bars=0).boundaries
+    up_to_val = es_bars[OHLCV].iloc[:c2].rename_axis("timestamp").reset_index()
+    up_to_val.attrs = {}                                            # the loader's quality report does not go to Parquet
+    up_to_val.to_parquet(tmp_path / "val_bars.parquet", index=False)
+    val = pd.read_parquet(predict_bars(tmp_path / "backtest_report_model.pt", tmp_path / "val_bars.parquet", tmp_path / "val.parquet", instrument="ES"))
+    val = val[pd.DatetimeIndex(val["timestamp"]) >= es_bars.index[c1]]
+    thr = threshold_from_quantile(val[PROBA_COLUMNS].to_numpy(np.float64), 0.95)
+    assert f"{thr:.4f}: the 0.95 quantile of max(P(up), P(down)) on the model's validation period" in text
+    preds = pd.read_parquet(tmp_path / "backtest_report_predictions.parquet")
     bars = es_bars[es_bars.index >= preds["timestamp"].min()]      # the model's held-out period, as the report reports it
-    spec = get_instrument("ES")
     proba = proba_for_bars(preds, bars.index)[PROBA_COLUMNS].to_numpy()
-    res = run_backtest(bars, proba=proba, instrument=spec, entry_threshold=0.6, flat_threshold="none", contracts=1,
-                       commission_per_side_dollars=spec.commission_per_side_dollars, slippage_ticks=spec.slippage_ticks,
-                       take_profit_ticks=8, stop_loss_ticks=8, max_hold_bars=60, flat_at_session_end=True,
-                       intrabar_rule="stop_first", initial_capital_dollars=100000.0)
+    spec = get_instrument("ES")
+    res = run_backtest(bars, held_signal(proba, thr, 10), instrument=spec, commission_per_side_dollars=spec.commission_per_side_dollars,
+                       slippage_ticks=spec.slippage_ticks, take_profit_ticks=0, stop_loss_ticks=0, max_hold_bars=0, flat_at_session_end=True,
+                       intrabar_rule="stop_first", reentry="fresh", initial_capital_dollars=100000.0)
     m = res.metrics
-    assert f"**Net profit {_money(m.net_profit)}**" in text and f"**{m.n_trades:,} trades**" in text
+    assert f"net profit {_money(m.net_profit)}" in text and f"**{m.n_trades:,} trades**" in text
+    assert m.n_trades >= m.min_trades                                # the default run tests the model on enough trades
     assert f"on {len(bars):,} one-minute bars" in text
     _check_provenance(p.html, es_file, es_bars, analysed=bars)
 

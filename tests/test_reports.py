@@ -91,16 +91,7 @@ def test_bad_input_names_the_parameter(tmp_path):
         run_report("data_quality", {"data_path": "/no/such.csv"}, output_dir=tmp_path)
 
 
-def test_backtest_report_on_the_rule_and_its_parameter_errors(tmp_path):
-    p = run_report("backtest_report", {"demo_days": 10, "bootstrap_samples": 100, "signal_source": "rule"}, output_dir=tmp_path)
-    html = p.html.read_text()
-    assert "Built-in momentum rule" in html
-    # 2 sessions: the headline says the sample is too small and prints no annualised figure as if it meant something
-    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
-    assert "Sample too small" in text and "too few sessions (2 &lt; 20) for annualised figures" in text
-    head = text[text.index("Executive summary"):text.index("Methodology")]
-    assert "withheld" in head and "cannot be judged on 2 session(s)" in head
-    assert not re.search(r"(Sharpe ratio|Sharpe|PSR|DSR|probabilistic Sharpe ratio) [\u2212-]?\d", head), head
+def test_backtest_report_parameter_errors(tmp_path):
     with pytest.raises(ReportExecutionError, match="'predictions_path' is required"):
         run_report("backtest_report", {"signal_source": "predictions"}, output_dir=tmp_path, name="bad")
 
@@ -166,3 +157,153 @@ def test_metadata_table_names_the_file_in_full(tmp_path, monkeypatch):
     for full in (str(deep), sha, f"{bars.index[0]} to {bars.index[-1]}"):
         assert full in html
     assert "..." not in html and "\u2026" not in html and "overflow-wrap: anywhere" in html
+
+
+# ---------------------------------------------------------------- backtest report: the tear sheet, read back and recomputed
+
+def _report_markdown(nb_path) -> str:
+    import nbformat
+    nb = nbformat.read(str(nb_path), as_version=4)
+    return "\n".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells for o in c.get("outputs", []))
+
+
+def _tables(html_path) -> list:
+    from bs4 import BeautifulSoup
+    soup = BeautifulSoup(Path(html_path).read_text(), "html.parser")
+    return [([c.get_text(" ", strip=True) for c in t.find_all("caption")],
+             [[c.get_text(" ", strip=True) for c in tr.find_all(["th", "td"])] for tr in t.find_all("tr")]) for t in soup.find_all("table")]
+
+
+def _money(v) -> str:
+    return f"{v:,.0f} USD".replace("-", "\u2212")
+
+
+def _num(v, d=2) -> str:
+    return f"{v:,.{d}f}".replace("-", "\u2212")
+
+
+def _scratch_dirs() -> set:
+    import tempfile
+    return set(Path(tempfile.gettempdir()).glob("backtest_model_*"))
+
+
+def test_backtest_report_tear_sheet_matches_the_library_on_the_rule(tmp_path):
+    "21 test sessions of the built-in rule: every headline figure and word, the CSV and the tables equal scalp_lib's own results."
+    import numpy as np
+    import pandas as pd
+    from scalp_lib import tearsheet as ts
+    from scalp_lib.backtest import momentum_proba, held_signal, threshold_from_quantile, run_backtest, buy_and_hold
+    from scalp_lib.config import get_instrument
+    from scalp_lib.data import demo_bars, session_dates
+    from scalp_lib.metrics import bootstrap_ci
+    before = _scratch_dirs()
+    p = run_report("backtest_report", {"demo_days": 105, "bootstrap_samples": 200, "signal_source": "rule"}, output_dir=tmp_path, name="bt_rule")
+    assert _scratch_dirs() <= before                                  # the template's scratch folder is gone
+    text = _report_markdown(p.notebook)
+    # the library on the same data, with the report's rules
+    spec = get_instrument("ES")
+    all_bars = demo_bars(n_days=105, seed=0)
+    sess = session_dates(all_bars.index, spec)
+    days = np.unique(sess)
+    lo = days[int(np.floor(len(days) * 0.8))]
+    proba_all = momentum_proba(all_bars)
+    thr = threshold_from_quantile(proba_all[sess < lo], 0.95)
+    keep = sess >= lo
+    bars, proba = all_bars[keep], proba_all[keep]
+    common = dict(instrument=spec, initial_capital_dollars=100000.0, take_profit_ticks=0, stop_loss_ticks=0, max_hold_bars=0,
+                  flat_at_session_end=True, intrabar_rule="stop_first", reentry="fresh")
+    grid_q = [0.8, 0.9, 0.95, 0.98, 0.99]
+    grid = ts.held_signal_grid(bars, proba, entry_thresholds=[threshold_from_quantile(proba_all[sess < lo], q) for q in grid_q],
+                               commission_per_side_dollars=2.25, hold_bars=10, **common)
+    res = run_backtest(bars, held_signal(proba, thr, 10), commission_per_side_dollars=2.25, slippage_ticks=1.0, n_trials=grid.attrs["n_trials"],
+                       trials_sharpe_std=grid.attrs["trials_sharpe_std"], **common)
+    m, t = res.metrics, res.trades
+    assert m.n_sessions == 21 and m.sample_ok and m.n_trades >= 100           # enough to measure
+    assert f"{thr:.4f}: the 0.95 quantile of max(P(up), P(down))" in text
+    assert f"net profit {_money(m.net_profit)} after {_money(m.commission_paid + m.slippage_paid)}" in text
+    assert f"**{m.n_trades:,} trades** in 21 sessions" in text
+    be = ts.breakeven_slippage_ticks(t, 12.5)
+    assert f"breakeven slippage {_num(be)} ticks per side" in text and f"**Breakeven slippage: {_num(be)} ticks per contract per side**" in text
+    # the headline's words are claim_words on the library's intervals
+    ci = bootstrap_ci(t, res.equity, instrument=spec, initial_capital_dollars=100000.0, n_samples=200, seed=0).loc[("trade bootstrap", "net_profit")]
+    day, day_b = ts.daily_series(res), ts.daily_series(buy_and_hold(bars, instrument=spec, commission_per_side_dollars=2.25, slippage_ticks=1.0))
+    diff = ts.sharpe_difference(day["return"], day_b["return"], m.periods_per_year, n_samples=200, seed=0)
+    kw = dict(n_sessions=21, min_sessions=20)
+    profit = ts.claim_words("profitable", ci_low=ci.ci_low, ci_high=ci.ci_high, prob=m.probabilistic_sharpe, **kw)
+    beats = ts.claim_words("beats", ci_low=diff["ci_low"], ci_high=diff["ci_high"], versus="buy and hold of the same contract", **kw)
+    edge = ts.claim_words("edge", prob=m.deflated_sharpe, **kw)
+    assert f"**The strategy {profit}**" in text and f"95% trade-bootstrap interval {_money(ci.ci_low)} to {_money(ci.ci_high)}" in text
+    assert f"**Against buy and hold: the strategy {beats}**" in text
+    assert f"Sharpe difference {_num(diff['estimate'])} (95% paired block-bootstrap interval {_num(diff['ci_low'])} to {_num(diff['ci_high'])})" in text
+    assert f"the strategy {edge}** (probabilistic Sharpe ratio {_num(m.probabilistic_sharpe, 3)}" in text
+    assert f"deflated {_num(m.deflated_sharpe, 3)}" in text and f"Edge after trying {m.n_trials} configurations" in text
+    # the trade list CSV beside the HTML, named after the report, equals the library's ledger
+    csv = pd.read_csv(tmp_path / "bt_rule_trades.csv", index_col="trade")
+    ref = ts.trade_list(t)
+    assert len(csv) == len(ref) and list(csv.columns) == list(ref.columns)
+    np.testing.assert_allclose(csv["net_dollars"].to_numpy(), ref["net_dollars"].to_numpy())
+    assert (pd.to_datetime(csv["entry_time"], utc=True) == ref["entry_time"].dt.tz_convert("UTC").reset_index(drop=True).set_axis(csv.index)).all()
+    # tables on the page
+    tables = {cap[0] if cap else i: rows for i, (cap, rows) in enumerate(_tables(p.html))}
+    dd = next(rows for c, rows in tables.items() if isinstance(c, str) and "deepest drawdown periods" in c)
+    periods = ts.drawdown_periods(res.equity, 100000.0, instrument=spec)
+    assert dd[2][-2] == f"{periods['depth_dollars'].iloc[0]:,.0f}" and dd[2][-3] == str(periods["sessions"].iloc[0])
+    sides = next(rows for c, rows in tables.items() if isinstance(c, str) and c.startswith("Long vs short"))
+    side_ref = ts.side_table(t, 12.5)
+    assert sides[-1][:6] == ["all", f"{len(t):,}", "100.0", f"{side_ref.loc['all', 'gross P&L (US$)']:,.2f}",
+                             f"{side_ref.loc['all', 'costs (US$)']:,.2f}", f"{m.net_profit:,.2f}"]
+    exits = next(rows for c, rows in tables.items() if isinstance(c, str) and c.startswith("Exit reasons: gross"))
+    assert "gross P&L (US$)" in exits[0] and "net P&L (US$)" in exits[0]          # gross and net labelled
+    html = p.html.read_text()
+    assert "<tbody>\n  </tbody>" not in html and "<tbody></tbody>" not in html    # no empty table
+    assert "resolution" not in html                                                # the bootstrap table's old column is gone
+
+
+def test_backtest_report_model_over_folds_files_and_recomputation(tmp_path):
+    "A model trained here over 2 walk-forward folds: the spread, the files beside the report, and the main run recomputed from them."
+    import numpy as np
+    import pandas as pd
+    from scalp_lib import tearsheet as ts
+    from scalp_lib.backtest import held_signal, threshold_from_quantile, run_backtest
+    from scalp_lib.data import demo_bars, OHLCV
+    from scalp_lib.pipeline import predict_bars, proba_for_bars, PROBA_COLUMNS
+    from scalp_lib.splits import temporal_split
+    before = _scratch_dirs()
+    p = run_report("backtest_report", {"demo_days": 10, "bootstrap_samples": 100, "model_type": "feedforward", "model_epochs": 1, "n_folds": 2},
+                   output_dir=tmp_path, name="bt_model")
+    assert _scratch_dirs() <= before
+    for suffix in ("_trades.csv", "_model.pt", "_predictions.parquet"):
+        assert (tmp_path / f"bt_model{suffix}").is_file(), suffix
+    text = _report_markdown(p.notebook)
+    # the threshold: the model's own validation period, scored here from the kept model, without the test period
+    bars = demo_bars(n_days=10, seed=0)
+    c1, c2 = temporal_split(len(bars), None, horizon_bars=1, embargo_bars=0).boundaries
+    up_to_val = bars[OHLCV].iloc[:c2].rename_axis("timestamp").reset_index()
+    up_to_val.to_parquet(tmp_path / "val_bars.parquet", index=False)
+    val = pd.read_parquet(predict_bars(tmp_path / "bt_model_model.pt", tmp_path / "val_bars.parquet", tmp_path / "val.parquet", instrument="ES"))
+    val = val[pd.DatetimeIndex(val["timestamp"]) >= bars.index[c1]]
+    thr = threshold_from_quantile(val[PROBA_COLUMNS].to_numpy(np.float64), 0.95)
+    assert f"{thr:.4f}: the 0.95 quantile of max(P(up), P(down)) on the model's validation period" in text
+    preds = pd.read_parquet(tmp_path / "bt_model_predictions.parquet")
+    tb = bars[bars.index >= preds["timestamp"].min()]
+    proba = proba_for_bars(preds, tb.index)[PROBA_COLUMNS].to_numpy()
+    res = run_backtest(tb, held_signal(proba, thr, 10), take_profit_ticks=0, stop_loss_ticks=0, max_hold_bars=0)
+    assert f"net profit {_money(res.metrics.net_profit)}" in text and f"**{res.metrics.n_trades:,} trades**" in text
+    assert len(pd.read_csv(tmp_path / "bt_model_trades.csv")) == res.metrics.n_trades
+    # the spread over the two folds: the per-run table on the page, its mean and t interval in the headline
+    runs = next(rows for cap, rows in _tables(p.html) if cap and cap[0] == "Every run")
+    col = runs[0].index("net profit (US$)")                  # header row: one blank cell per index level, then the columns
+    body = [r for r in runs if r and r[0] in ("0", "1")]
+    assert [r[0] for r in body] == ["0", "1"]
+    per_run = np.array([float(r[col].replace(",", "")) for r in body])
+    st = ts.spread_table(pd.DataFrame({"fold": [0, 1], "net_profit": per_run}))
+    np.testing.assert_allclose(per_run[1], res.metrics.net_profit, atol=0.005)     # the last fold is the run reported above
+    # 2 sessions: the headline says the sample is too small and prints no annualised figure as if it meant something
+    page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", p.html.read_text()))
+    assert "Sample too small" in page and "too few sessions (2 &lt; 20) for annualised figures" in page
+    head = page[page.index("Executive summary"):page.index("Methodology")]
+    assert "withheld" in head and "cannot be judged on 2 sessions (fewer than 20)" in head
+    assert not re.search(r"\b(beats|is profitable|shows an edge)\b", head), head    # no claim on 2 sessions
+    assert not re.search(r"(Sharpe ratio|Sharpe|PSR|DSR|probabilistic Sharpe ratio) [\u2212-]?\d", head), head
+    assert (f"**Over 2 runs** (1 seed(s) × 2 walk-forward fold(s)" in text
+            and f"mean net profit {_money(st.loc['net_profit', 'mean'])} (95% interval of the mean {_money(st.loc['net_profit', 'ci_low'])}" in text)
