@@ -1263,6 +1263,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'scalp_lib.train._WindowBatcherSource.targets': ( 'train.html#_windowbatchersource.targets',
                                                                                    'scalp_lib/train.py'),
                                  'scalp_lib.train._as_codes_and_proba': ('train.html#_as_codes_and_proba', 'scalp_lib/train.py'),
+                                 'scalp_lib.train._batch_bounds': ('train.html#_batch_bounds', 'scalp_lib/train.py'),
                                  'scalp_lib.train._check_finite_features': ('train.html#_check_finite_features', 'scalp_lib/train.py'),
                                  'scalp_lib.train._check_target_shape': ('train.html#_check_target_shape', 'scalp_lib/train.py'),
                                  'scalp_lib.train._collate': ('train.html#_collate', 'scalp_lib/train.py'),
