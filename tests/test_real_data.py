@@ -102,7 +102,7 @@ def test_stability_report_uses_the_rows_the_library_prepares(tmp_path, es_file, 
                    output_dir=tmp_path)
     text = _markdown(p.notebook)
     bars = select_sessions(es_bars, **WEEK, instrument="ES")
-    data = prepare_stability_data(bars, "seed004", horizon_bars=1, max_rows=2000, instrument="ES")
+    data = prepare_stability_data(bars, "raw_levels", horizon_bars=1, max_rows=2000, instrument="ES")
     assert f"on {data.info['n_train']:,} training and {data.info['n_val']:,} validation rows" in text
     assert "The demo bars are synthetic" not in text and f"{len(bars):,} bars of `{es_file}`" in text
     _check_provenance(p.html, es_file, es_bars, analysed=bars)
