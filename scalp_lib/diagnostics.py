@@ -566,7 +566,7 @@ def plot_layer_gradients(result:ExperimentResult, source:str='')->plt.Figure:
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
 
-# %% ../nbs/13_diagnostics.ipynb #b0257e01
+# %% ../nbs/13_diagnostics.ipynb #41be56db
 def overfitting_verdict(epochs:pd.DataFrame, # TrainResult.epochs (epoch, train_loss, val_loss, ...)
                        )->dict: # kind, best_epoch (1-based), sentence
     "When the validation loss starts to rise, in one sentence: from the first epoch, after epoch k, or not within the run."
@@ -581,14 +581,14 @@ def overfitting_verdict(epochs:pd.DataFrame, # TrainResult.epochs (epoch, train_
                 'sentence': (f"**The model overfits from the first epoch**: the validation loss is lowest after epoch 1 ({v[0]:.4f}) and "
                              f"ends at {v[-1]:.4f} after epoch {n}, {trend}; later epochs fit the training period only, and the "
                              "weights kept are epoch 1's.")}
-    if best < n - 1:
+    if best < n - 1 and v[-1] > v[best]:
         return {'kind': f'after epoch {best + 1}', 'best_epoch': best + 1,
                 'sentence': (f"**The model overfits after epoch {best + 1}**: the validation loss is lowest there ({v[best]:.4f}) and ends "
                              f"at {v[-1]:.4f} after epoch {n}, {trend}; the weights kept are epoch {best + 1}'s.")}
     return {'kind': 'none', 'best_epoch': n,
-            'sentence': f"No sign of overfitting within {n} epochs: the validation loss was still at its lowest after the last epoch ({v[-1]:.4f})."}
+            'sentence': f"No sign of overfitting within {n} epochs: the validation loss ended at its lowest ({v[-1]:.4f})."}
 
-# %% ../nbs/13_diagnostics.ipynb #583b5b45
+# %% ../nbs/13_diagnostics.ipynb #362bbc53
 def epoch_boundary_check(history:pd.DataFrame, # TrainResult.history (step, epoch, batch_size, grad_norm, skipped)
                         )->pd.DataFrame: # one row per epoch: last_batch_size, median_batch_size, last_grad_norm, median_grad_norm, ratio
     "Gradient norm at each epoch's last step relative to the median of that epoch's other steps, and the last batch's size."
@@ -602,7 +602,7 @@ def epoch_boundary_check(history:pd.DataFrame, # TrainResult.history (step, epoc
                      'ratio': float(last['grad_norm']) / med if med and np.isfinite(med) else np.nan})
     return pd.DataFrame(rows).set_index('epoch') if rows else pd.DataFrame(columns=['last_batch_size', 'ratio'])
 
-# %% ../nbs/13_diagnostics.ipynb #e399a1a6
+# %% ../nbs/13_diagnostics.ipynb #6f2b9360
 def classifier_regime_breakdown(y_true, # class codes of the test windows
                                 proba, # (n, C) probabilities of the model
                                 rows, # bar position of each window's label bar
@@ -613,14 +613,16 @@ def classifier_regime_breakdown(y_true, # class codes of the test windows
                                 confidence:float|None=None, # default settings [metrics] confidence_level
                                 n_samples:int|None=None, # default settings [metrics] bootstrap_samples
                                 seed:int|None=None, # default settings [metrics] seed
+                                min_blocks:int=10, # fewer bootstrap blocks than this: no interval, marked few
                                )->pd.DataFrame: # rows (kind, regime): windows, accuracy and interval, balanced accuracy, difference to the reference and verdict
     "Test accuracy per market regime with block-bootstrap intervals, and the accuracy difference to a reference."
-    from scalp_lib.regimes import regime_breakdown
+    from scalp_lib.regimes import regime_breakdown, regime_settings
     from scalp_lib.replicates import interval_verdict
     from scalp_lib.train import evaluate_classifier
     y, P, rows = np.asarray(y_true).astype(np.int64), np.asarray(proba, dtype=np.float64), np.asarray(rows, dtype=np.int64)
     if P.ndim != 2 or len(P) != len(y) or len(rows) != len(y): raise DiagnosticsError(f"need y (n,), proba (n, C) and rows (n,); got {y.shape}, {P.shape}, {rows.shape}")
-    kw = dict(lag_bars=0, block_bars=block_bars, confidence=confidence, n_samples=n_samples, seed=seed)
+    block = int(regime_settings(returns_block_bars=block_bars)['returns_block_bars'])
+    kw = dict(lag_bars=0, block_bars=block, confidence=confidence, n_samples=n_samples, seed=seed)
     def per_bar(v):
         out = np.full(len(regimes), np.nan); out[rows] = v
         return pd.Series(out, index=regimes.index)
@@ -629,8 +631,9 @@ def classifier_regime_breakdown(y_true, # class codes of the test windows
     parts = []
     for kind in regimes.columns:
         acc = regime_breakdown(per_bar(hit), regimes[kind], **kw)
+        few = np.ceil(acc['n_bars'] / block) < min_blocks
         t = pd.DataFrame({'windows': acc['n_bars'], 'share_pct': acc['share_of_bars_pct'], 'accuracy': acc['mean_per_bar'],
-                          'accuracy_ci_low': acc['mean_ci_low'], 'accuracy_ci_high': acc['mean_ci_high'], 'few': acc['few']})
+                          'accuracy_ci_low': acc['mean_ci_low'].where(~few), 'accuracy_ci_high': acc['mean_ci_high'].where(~few), 'few': few})
         lab = regimes[kind].astype(object).to_numpy()[rows]
         t['balanced_accuracy'] = [evaluate_classifier(y[m], P[m])['balanced_accuracy'] if m.any() else np.nan
                                   for m in [(lab == r) if r not in ('(none)', 'all') else (pd.isna(lab) if r == '(none)' else np.ones(len(y), bool))
@@ -638,11 +641,11 @@ def classifier_regime_breakdown(y_true, # class codes of the test windows
         if ref_hit is not None:
             d = regime_breakdown(per_bar(hit - ref_hit), regimes[kind], **kw)
             t['reference_accuracy'] = t['accuracy'] - d['mean_per_bar']
-            t['diff'], t['diff_ci_low'], t['diff_ci_high'] = d['mean_per_bar'], d['mean_ci_low'], d['mean_ci_high']
+            t['diff'], t['diff_ci_low'], t['diff_ci_high'] = d['mean_per_bar'], d['mean_ci_low'].where(~few), d['mean_ci_high'].where(~few)
             t['verdict'] = [interval_verdict(a, b) for a, b in zip(t['diff_ci_low'], t['diff_ci_high'])]
         parts.append(t.assign(kind=kind))
     out = pd.concat(parts).reset_index().rename(columns={'regime': 'regime'})
     overall = out[out['regime'] == 'all'].iloc[:1].assign(kind='all')
     out = pd.concat([overall, out[(out['regime'] != 'all') & (out['windows'] > 0)]]).set_index(['kind', 'regime'])   # no empty rows
-    out.attrs.update(confidence=acc.attrs.get('confidence'), bootstrap_samples=acc.attrs.get('bootstrap_samples'))
+    out.attrs.update(confidence=acc.attrs.get('confidence'), bootstrap_samples=acc.attrs.get('bootstrap_samples'), block=block, min_blocks=min_blocks)
     return out

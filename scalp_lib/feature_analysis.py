@@ -52,7 +52,7 @@ def feature_unit(name:str)->str:
         if re.search(pat, str(name).lower()): return unit
     return 'value'
 
-# %% ../nbs/03a_feature_analysis.ipynb #f14e6f1c
+# %% ../nbs/03a_feature_analysis.ipynb #d7075f9a
 CALENDAR_GROUPS = ('time',)
 _CALENDAR_NAME = r'^(tod_(sin|cos)|minutes_(since_open|to_close)|day_of_week|dow(_|$)|hour_of_day|month_of_year)'
 
@@ -100,7 +100,7 @@ def feature_summary(features:pd.DataFrame, # numeric features, rows in time orde
     out.attrs['n_rows'] = len(X)
     return out
 
-# %% ../nbs/03a_feature_analysis.ipynb #9cfe0d8a
+# %% ../nbs/03a_feature_analysis.ipynb #a6bcd1c5
 def feature_run_summary(report, # scalp_lib.features.FeatureReport of the run
                        )->str:
     "Rows, features, groups, speed, warm-up, NaN, replaced infinities and constant features of a feature run, in one line."
@@ -223,7 +223,7 @@ def plot_correlation_clustermap(corr:pd.DataFrame, # from feature_correlation
     add_source(g.figure, source or 'Source: scalp_lib.feature_analysis')
     return g
 
-# %% ../nbs/03a_feature_analysis.ipynb #acd177f9
+# %% ../nbs/03a_feature_analysis.ipynb #0c689d60
 def _abs_distance_linkage(corr:pd.DataFrame, method:str):
     from scipy.cluster.hierarchy import linkage
     from scipy.spatial.distance import squareform
@@ -281,7 +281,7 @@ def plot_correlation_overview(corr:pd.DataFrame, # from feature_correlation
     k = len(sub)
     cell = min(0.42, 9.0 / k)
     fig, ax = plt.subplots(figsize=(fig_w, 2.6 + cell * k))
-    im = ax.imshow(sub.to_numpy(), cmap='vlag', vmin=-1, vmax=1, aspect='equal')
+    im = ax.imshow(sub.to_numpy(), cmap='RdBu_r', vmin=-1, vmax=1, aspect='equal')
     ax.set_xticks(range(k), sub.columns, rotation=90, fontsize=8); ax.set_yticks(range(k), sub.index, fontsize=8)
     if k <= 30:
         for i in range(k):
