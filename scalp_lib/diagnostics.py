@@ -134,9 +134,9 @@ class LRRangeResult:
         ax.axvline(self.min_loss_lr, color='tab:red', ls=':', label=f'minimum of the smoothed loss: lr {self.min_loss_lr:.1e}')
         ax.axvline(self.suggested_lr, color='tab:green', ls='--', label=f'suggested lr = a tenth of it: {self.suggested_lr:.1e}')
         lo = min(np.nanmin(self.smoothed), np.nanquantile(self.losses, 0.02))
-        hi = max(np.nanmax(self.smoothed), np.nanquantile(self.losses, 0.9))
-        pad = 0.08 * (hi - lo) if hi > lo else 0.05 * abs(hi) + 1e-12
-        ax.set_ylim(lo - pad, hi + pad)          # the last steps' blow-up would otherwise flatten the curve
+        hi = max(self.smoothed[0], np.nanquantile(self.smoothed, 0.85))
+        pad = 0.15 * (hi - lo) if hi > lo else 0.05 * abs(hi) + 1e-12
+        ax.set_ylim(lo - pad, hi + pad)          # the final blow-up (which ends the test) would otherwise flatten the curve
         ax.set(xscale='log', xlabel='learning rate (log scale)', ylabel='loss on the probe batch', title=title)
         ax.legend(fontsize=8, loc='upper left')
         return ax
@@ -566,7 +566,7 @@ def plot_layer_gradients(result:ExperimentResult, source:str='')->plt.Figure:
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
 
-# %% ../nbs/13_diagnostics.ipynb #41be56db
+# %% ../nbs/13_diagnostics.ipynb #3306bfdc
 def overfitting_verdict(epochs:pd.DataFrame, # TrainResult.epochs (epoch, train_loss, val_loss, ...)
                        )->dict: # kind, best_epoch (1-based), sentence
     "When the validation loss starts to rise, in one sentence: from the first epoch, after epoch k, or not within the run."
@@ -588,7 +588,7 @@ def overfitting_verdict(epochs:pd.DataFrame, # TrainResult.epochs (epoch, train_
     return {'kind': 'none', 'best_epoch': n,
             'sentence': f"No sign of overfitting within {n} epochs: the validation loss ended at its lowest ({v[-1]:.4f})."}
 
-# %% ../nbs/13_diagnostics.ipynb #362bbc53
+# %% ../nbs/13_diagnostics.ipynb #b2ead758
 def epoch_boundary_check(history:pd.DataFrame, # TrainResult.history (step, epoch, batch_size, grad_norm, skipped)
                         )->pd.DataFrame: # one row per epoch: last_batch_size, median_batch_size, last_grad_norm, median_grad_norm, ratio
     "Gradient norm at each epoch's last step relative to the median of that epoch's other steps, and the last batch's size."
@@ -602,7 +602,7 @@ def epoch_boundary_check(history:pd.DataFrame, # TrainResult.history (step, epoc
                      'ratio': float(last['grad_norm']) / med if med and np.isfinite(med) else np.nan})
     return pd.DataFrame(rows).set_index('epoch') if rows else pd.DataFrame(columns=['last_batch_size', 'ratio'])
 
-# %% ../nbs/13_diagnostics.ipynb #6f2b9360
+# %% ../nbs/13_diagnostics.ipynb #cffb2d80
 def classifier_regime_breakdown(y_true, # class codes of the test windows
                                 proba, # (n, C) probabilities of the model
                                 rows, # bar position of each window's label bar
