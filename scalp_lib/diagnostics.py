@@ -21,10 +21,11 @@ from .preprocess import RobustFeatureScaler
 from .train import TrainerCallback, Trainer, TrainingDivergedError, as_batch_source, resolve_device, seed_everything
 
 # %% auto #0
-__all__ = ['SEED004_CONFIG', 'RECOMMENDED_CONFIG', 'DiagnosticsError', 'detect_spikes', 'StepRecorder', 'LRRangeResult',
-           'lr_range_test', 'InputCheck', 'check_inputs', 'seed004_features', 'StabilityData', 'prepare_stability_data',
-           'ExperimentResult', 'run_stability_experiment', 'stability_grid', 'run_stability_grid', 'results_table',
-           'stability_verdict', 'plot_experiment_traces', 'plot_layer_gradients']
+__all__ = ['RAW_INPUT_CONFIG', 'RECOMMENDED_CONFIG', 'RAW_INPUT_DESCRIPTION', 'DiagnosticsError', 'detect_spikes', 'StepRecorder',
+           'LRRangeResult', 'lr_range_test', 'InputCheck', 'check_inputs', 'raw_level_features', 'StabilityData',
+           'prepare_stability_data', 'ExperimentResult', 'run_stability_experiment', 'stability_grid',
+           'run_stability_grid', 'results_table', 'experiments_table', 'stability_verdict', 'plot_experiment_traces',
+           'plot_layer_gradients', 'overfitting_verdict', 'epoch_boundary_check', 'classifier_regime_breakdown']
 
 # %% ../nbs/13_diagnostics.ipynb #871ec137
 class DiagnosticsError(ScalpLibError, ValueError):
@@ -126,13 +127,18 @@ class LRRangeResult:
     stopped_early: bool
     def frame(self)->pd.DataFrame: return pd.DataFrame({'lr': self.lrs, 'loss': self.losses, 'smoothed': self.smoothed})
     def plot(self, ax=None, title:str='Learning-rate range test'):
-        "Smoothed loss against lr (log x), with the suggestion marked."
+        "Smoothed loss against lr (log x), with the minimum of the smoothed loss and the suggestion (a tenth of it) marked."
         if ax is None: _, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(self.lrs, self.losses, color='0.75', lw=0.8, label='loss on the probe batch')
         ax.plot(self.lrs, self.smoothed, color='tab:blue', label='smoothed loss')
-        ax.axvline(self.suggested_lr, color='tab:green', ls='--', label=f'suggested lr {self.suggested_lr:.1e}')
-        ax.axvline(self.min_loss_lr, color='tab:red', ls=':', label=f'minimum loss at {self.min_loss_lr:.1e}')
-        ax.set(xscale='log', yscale='log', xlabel='learning rate (log scale)', ylabel='training loss (log scale)', title=title)
-        ax.legend(fontsize=8)
+        ax.axvline(self.min_loss_lr, color='tab:red', ls=':', label=f'minimum of the smoothed loss: lr {self.min_loss_lr:.1e}')
+        ax.axvline(self.suggested_lr, color='tab:green', ls='--', label=f'suggested lr = a tenth of it: {self.suggested_lr:.1e}')
+        lo = min(np.nanmin(self.smoothed), np.nanquantile(self.losses, 0.02))
+        hi = max(self.smoothed[0], np.nanquantile(self.smoothed, 0.85))
+        pad = 0.15 * (hi - lo) if hi > lo else 0.05 * abs(hi) + 1e-12
+        ax.set_ylim(lo - pad, hi + pad)          # the final blow-up (which ends the test) would otherwise flatten the curve
+        ax.set(xscale='log', xlabel='learning rate (log scale)', ylabel='loss on the probe batch', title=title)
+        ax.legend(fontsize=8, loc='upper left')
         return ax
 
 def lr_range_test(model:nn.Module, # model to probe (copied, never modified)
@@ -269,11 +275,11 @@ def check_inputs(X, # features: DataFrame or 2-D array
     return InputCheck(feat, tgt, spread, findings)
 
 # %% ../nbs/13_diagnostics.ipynb #10ac0ac4
-def seed004_features(bars:pd.DataFrame, # OHLCV bars (tz-aware index)
+def raw_level_features(bars:pd.DataFrame, # OHLCV bars (tz-aware index)
                      instrument=None, # session calendar; default bars.attrs['instrument'] or ES
                      window_bars:int=390, # trailing window for the rolling levels
                     )->pd.DataFrame: # raw, unscaled float64 features, NaN during warm-up
-    "Raw price-level, volume and ratio features in the style of seed 004 (causal, deliberately unscaled)."
+    "Raw price-level, volume and ratio features side by side (causal, deliberately unscaled): the inputs of the failing configuration."
     spec = get_instrument(instrument or bars.attrs.get('instrument', 'ES'))
     o, h, l, c, v = (bars[k].astype(np.float64) for k in ('open', 'high', 'low', 'close', 'volume'))
     sess = pd.Series(session_dates(bars.index, spec), index=bars.index)
@@ -311,17 +317,17 @@ class StabilityData:
     info: dict = field(default_factory=dict)
 
 def prepare_stability_data(bars:pd.DataFrame, # OHLCV bars
-                           features:str='seed004', # 'seed004' (raw levels) or 'default' (ScalpingFeatureEngineer)
+                           features:str='raw_levels', # 'raw_levels' (raw_level_features) or 'default' (ScalpingFeatureEngineer)
                            *, horizon_bars:int=1, train_frac:float=0.75, clip:float=10.0, clip_sd:float=5.0,
                            dead_band_ticks:float=1.0, max_rows:int|None=None, instrument=None,
                           )->StabilityData:
     "Features, train-only robust scaling and three targets (raw, clipped, classes) in time order."
     spec = get_instrument(instrument or bars.attrs.get('instrument', 'ES'))
-    if features == 'seed004': F = seed004_features(bars, spec)
+    if features == 'raw_levels': F = raw_level_features(bars, spec)
     elif features == 'default':
         from scalp_lib.features import ScalpingFeatureEngineer
         F = ScalpingFeatureEngineer(bars, instrument=spec).generate_all_features().astype(np.float64)
-    else: raise DiagnosticsError(f"features must be 'seed004' or 'default', got {features!r}")
+    else: raise DiagnosticsError(f"features must be 'raw_levels' or 'default', got {features!r}")
     c = bars['close'].to_numpy(np.float64)
     fwd = np.full(len(c), np.nan)
     fwd[:-horizon_bars] = np.log(c[horizon_bars:] / c[:-horizon_bars])
@@ -350,8 +356,10 @@ def prepare_stability_data(bars:pd.DataFrame, # OHLCV bars
                                    target_robust_scale=rs, clip=clip, clip_sd=clip_sd))
 
 # %% ../nbs/13_diagnostics.ipynb #e8e1cf4a
-SEED004_CONFIG = dict(features='raw', target='log_return', lr=1e-3, grad_clip=False, layer_norm=False)
+RAW_INPUT_CONFIG = dict(features='raw', target='log_return', lr=1e-3, grad_clip=False, layer_norm=False)
 RECOMMENDED_CONFIG = dict(features='robust_clip', target='clipped_return', lr='range_test', grad_clip=True, layer_norm=True)
+RAW_INPUT_DESCRIPTION = ("raw price-level, volume and ratio features (scales from 1e-3 to 1e6) with an unclipped one-bar log-return "
+                         "target, lr 1e-3, no gradient clipping, no LayerNorm")
 _LEVELS = dict(features=('raw', 'robust', 'robust_clip'), target=('log_return', 'clipped_return', 'classes'),
                grad_clip=(False, True), layer_norm=(False, True))
 
@@ -373,6 +381,7 @@ class ExperimentResult:
     exploded: bool
     diverged: bool
     stop_reason: str
+    lr_range: LRRangeResult|None = None   # the range test that chose lr_used (config lr='range_test')
     @property
     def stable(self)->bool: return not (self.exploded or self.diverged)
     def row(self)->dict:
@@ -404,8 +413,10 @@ def run_stability_experiment(data:StabilityData, config:dict, # the five factors
     seed_everything(seed)
     model = FeedForwardNet(X_tr.shape[1], list(hidden_dims), dropout_rate=0.0, num_classes=num_classes,
                            layer_norm=bool(cfg['layer_norm']), residual=False)
+    lr_range = None
     if cfg['lr'] == 'range_test':
-        lr = lr_range_test(model, (X_tr, y_tr), n_steps=range_test_steps, batch_size=batch_size, seed=seed, device=device).suggested_lr
+        lr_range = lr_range_test(model, (X_tr, y_tr), n_steps=range_test_steps, batch_size=batch_size, seed=seed, device=device)
+        lr = lr_range.suggested_lr
     else: lr = float(cfg['lr'])
     rec = StepRecorder(activations=True, updates=True, feature_names=data.feature_names)
     trainer = Trainer(model, (X_tr, y_tr), (X_va, y_va), epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.0,
@@ -433,17 +444,17 @@ def run_stability_experiment(data:StabilityData, config:dict, # the five factors
     diverged = bool(not np.isfinite(val_ratio) or val_ratio > diverge_ratio)
     return ExperimentResult(name or ', '.join(f'{k}={v}' for k, v in config.items()), cfg, steps, lr, triv, triv_val, final_val,
                             max_ratio, float(val_ratio), int(n_skipped), int(detect_spikes(losses, spike_factor).sum()),
-                            int(detect_spikes(grad, spike_factor).sum()) if len(grad) else 0, exploded, diverged, stop)
+                            int(detect_spikes(grad, spike_factor).sum()) if len(grad) else 0, exploded, diverged, stop, lr_range)
 
 # %% ../nbs/13_diagnostics.ipynb #40875c8a
-def _base_label(name:str)->str: return 'seed 004' if name == 'seed 004 configuration' else 'investigated'
+def _base_label(name:str)->str: return 'raw-input' if name == 'raw-input configuration' else 'investigated'
 
-def stability_grid(base:dict|None=None, # the failing configuration (default: seed 004's)
+def stability_grid(base:dict|None=None, # the configuration under investigation (default: RAW_INPUT_CONFIG)
                    fix:dict|None=None, # the recommended configuration
                   )->list[tuple[str, dict]]:
     "(name, config) of each controlled experiment: base, fix, one-factor changes both ways, intermediate levels."
-    base_name = 'seed 004 configuration' if base is None or dict(base) == SEED004_CONFIG else 'configuration under investigation'
-    base, fix = {**SEED004_CONFIG, **(base or {})}, {**RECOMMENDED_CONFIG, **(fix or {})}
+    base_name = 'raw-input configuration' if base is None or dict(base) == RAW_INPUT_CONFIG else 'configuration under investigation'
+    base, fix = {**RAW_INPUT_CONFIG, **(base or {})}, {**RECOMMENDED_CONFIG, **(fix or {})}
     lab = _base_label(base_name)
     grid = [(base_name, base), ('recommended configuration', fix)]
     for k in base:
@@ -467,6 +478,18 @@ def results_table(results:list[ExperimentResult])->pd.DataFrame:
     "One row per experiment."
     return pd.DataFrame([r.row() for r in results]).set_index('experiment')
 
+def _config_text(cfg:dict)->str:
+    lr = 'lr from range test' if cfg['lr'] == 'range_test' else f"lr {float(cfg['lr']):.0e}"
+    return (f"{cfg['features']} features, {cfg['target']} target, {lr}, clipping {'on' if cfg['grad_clip'] else 'off'}, "
+            f"LayerNorm {'on' if cfg['layer_norm'] else 'off'}")
+
+def experiments_table(results:list[ExperimentResult])->pd.DataFrame:
+    "One row per experiment, narrow enough for a page: the configuration in words, the rate used, the loss ratios and one outcome."
+    return pd.DataFrame([{'experiment': r.name, 'configuration': _config_text(r.config), 'lr used': r.lr_used,
+                          'largest batch loss (x trivial)': r.max_loss_ratio, 'final validation loss (x trivial)': r.val_ratio,
+                          'skipped steps': r.n_skipped, 'loss / gradient spikes': f"{r.n_loss_spikes} / {r.n_grad_spikes}",
+                          'outcome': _outcome(r)} for r in results]).set_index('experiment')
+
 def _outcome(r:ExperimentResult)->str:
     return 'exploded' if r.exploded else ('diverged' if r.diverged else 'stable')
 
@@ -478,7 +501,7 @@ def stability_verdict(results:list[ExperimentResult])->tuple[pd.DataFrame, str]:
     base, fix = results[0], results[1]
     lab = _base_label(base.name)
     rows = []
-    for k in SEED004_CONFIG:
+    for k in RAW_INPUT_CONFIG:
         if base.config[k] == fix.config[k]: continue
         alone = by.get(f'{lab} + {k}={fix.config[k]}')
         revert = by.get(f'recommended, but {k}={base.config[k]}')
@@ -542,3 +565,87 @@ def plot_layer_gradients(result:ExperimentResult, source:str='')->plt.Figure:
     if source: fig.text(0.01, 0.002, source, fontsize=8, color='0.4')
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
+
+# %% ../nbs/13_diagnostics.ipynb #3306bfdc
+def overfitting_verdict(epochs:pd.DataFrame, # TrainResult.epochs (epoch, train_loss, val_loss, ...)
+                       )->dict: # kind, best_epoch (1-based), sentence
+    "When the validation loss starts to rise, in one sentence: from the first epoch, after epoch k, or not within the run."
+    e = epochs.dropna(subset=['val_loss']) if 'val_loss' in epochs else epochs.iloc[:0]
+    if not len(e): return {'kind': 'no validation', 'best_epoch': None, 'sentence': 'No validation data: overfitting cannot be judged.'}
+    v, t, n = e['val_loss'].to_numpy(), e['train_loss'].to_numpy(), len(e)
+    if n == 1: return {'kind': 'one epoch', 'best_epoch': 1, 'sentence': 'One epoch only: too few to tell whether the validation loss rises.'}
+    best = int(np.argmin(v))
+    trend = f"while the training loss falls from {t[0]:.4f} to {t[-1]:.4f}" if t[-1] < t[0] else f"(training loss {t[0]:.4f} to {t[-1]:.4f})"
+    if best == 0 and v[-1] > v[0]:
+        return {'kind': 'from the first epoch', 'best_epoch': 1,
+                'sentence': (f"**The model overfits from the first epoch**: the validation loss is lowest after epoch 1 ({v[0]:.4f}) and "
+                             f"ends at {v[-1]:.4f} after epoch {n}, {trend}; later epochs fit the training period only, and the "
+                             "weights kept are epoch 1's.")}
+    if best < n - 1 and v[-1] > v[best]:
+        return {'kind': f'after epoch {best + 1}', 'best_epoch': best + 1,
+                'sentence': (f"**The model overfits after epoch {best + 1}**: the validation loss is lowest there ({v[best]:.4f}) and ends "
+                             f"at {v[-1]:.4f} after epoch {n}, {trend}; the weights kept are epoch {best + 1}'s.")}
+    return {'kind': 'none', 'best_epoch': n,
+            'sentence': f"No sign of overfitting within {n} epochs: the validation loss ended at its lowest ({v[-1]:.4f})."}
+
+# %% ../nbs/13_diagnostics.ipynb #b2ead758
+def epoch_boundary_check(history:pd.DataFrame, # TrainResult.history (step, epoch, batch_size, grad_norm, skipped)
+                        )->pd.DataFrame: # one row per epoch: last_batch_size, median_batch_size, last_grad_norm, median_grad_norm, ratio
+    "Gradient norm at each epoch's last step relative to the median of that epoch's other steps, and the last batch's size."
+    rows = []
+    for ep, g in history[~history['skipped']].groupby('epoch'):
+        last, others = g.iloc[-1], g.iloc[:-1]
+        med = float(others['grad_norm'].median()) if len(others) else np.nan
+        rows.append({'epoch': int(ep) + 1, 'last_batch_size': int(last['batch_size']),
+                     'median_batch_size': float(others['batch_size'].median()) if len(others) else np.nan,
+                     'last_grad_norm': float(last['grad_norm']), 'median_grad_norm': med,
+                     'ratio': float(last['grad_norm']) / med if med and np.isfinite(med) else np.nan})
+    return pd.DataFrame(rows).set_index('epoch') if rows else pd.DataFrame(columns=['last_batch_size', 'ratio'])
+
+# %% ../nbs/13_diagnostics.ipynb #cffb2d80
+def classifier_regime_breakdown(y_true, # class codes of the test windows
+                                proba, # (n, C) probabilities of the model
+                                rows, # bar position of each window's label bar
+                                regimes:pd.DataFrame, # compute_regimes(bars): one categorical column per kind, index = bars
+                                *,
+                                reference_proba=None, # (n, C) probabilities of a reference (e.g. the majority class)
+                                block_bars:int|None=None, # bootstrap block length; default settings [regimes] returns_block_bars
+                                confidence:float|None=None, # default settings [metrics] confidence_level
+                                n_samples:int|None=None, # default settings [metrics] bootstrap_samples
+                                seed:int|None=None, # default settings [metrics] seed
+                                min_blocks:int=10, # fewer bootstrap blocks than this: no interval, marked few
+                               )->pd.DataFrame: # rows (kind, regime): windows, accuracy and interval, balanced accuracy, difference to the reference and verdict
+    "Test accuracy per market regime with block-bootstrap intervals, and the accuracy difference to a reference."
+    from scalp_lib.regimes import regime_breakdown, regime_settings
+    from scalp_lib.replicates import interval_verdict
+    from scalp_lib.train import evaluate_classifier
+    y, P, rows = np.asarray(y_true).astype(np.int64), np.asarray(proba, dtype=np.float64), np.asarray(rows, dtype=np.int64)
+    if P.ndim != 2 or len(P) != len(y) or len(rows) != len(y): raise DiagnosticsError(f"need y (n,), proba (n, C) and rows (n,); got {y.shape}, {P.shape}, {rows.shape}")
+    block = int(regime_settings(returns_block_bars=block_bars)['returns_block_bars'])
+    kw = dict(lag_bars=0, block_bars=block, confidence=confidence, n_samples=n_samples, seed=seed)
+    def per_bar(v):
+        out = np.full(len(regimes), np.nan); out[rows] = v
+        return pd.Series(out, index=regimes.index)
+    hit = (P.argmax(axis=1) == y).astype(np.float64)
+    ref_hit = None if reference_proba is None else (np.asarray(reference_proba).argmax(axis=1) == y).astype(np.float64)
+    parts = []
+    for kind in regimes.columns:
+        acc = regime_breakdown(per_bar(hit), regimes[kind], **kw)
+        few = np.ceil(acc['n_bars'] / block) < min_blocks
+        t = pd.DataFrame({'windows': acc['n_bars'], 'share_pct': acc['share_of_bars_pct'], 'accuracy': acc['mean_per_bar'],
+                          'accuracy_ci_low': acc['mean_ci_low'].where(~few), 'accuracy_ci_high': acc['mean_ci_high'].where(~few), 'few': few})
+        lab = regimes[kind].astype(object).to_numpy()[rows]
+        t['balanced_accuracy'] = [evaluate_classifier(y[m], P[m])['balanced_accuracy'] if m.any() else np.nan
+                                  for m in [(lab == r) if r not in ('(none)', 'all') else (pd.isna(lab) if r == '(none)' else np.ones(len(y), bool))
+                                            for r in t.index]]
+        if ref_hit is not None:
+            d = regime_breakdown(per_bar(hit - ref_hit), regimes[kind], **kw)
+            t['reference_accuracy'] = t['accuracy'] - d['mean_per_bar']
+            t['diff'], t['diff_ci_low'], t['diff_ci_high'] = d['mean_per_bar'], d['mean_ci_low'].where(~few), d['mean_ci_high'].where(~few)
+            t['verdict'] = [interval_verdict(a, b) for a, b in zip(t['diff_ci_low'], t['diff_ci_high'])]
+        parts.append(t.assign(kind=kind))
+    out = pd.concat(parts).reset_index().rename(columns={'regime': 'regime'})
+    overall = out[out['regime'] == 'all'].iloc[:1].assign(kind='all')
+    out = pd.concat([overall, out[(out['regime'] != 'all') & (out['windows'] > 0)]]).set_index(['kind', 'regime'])   # no empty rows
+    out.attrs.update(confidence=acc.attrs.get('confidence'), bootstrap_samples=acc.attrs.get('bootstrap_samples'), block=block, min_blocks=min_blocks)
+    return out

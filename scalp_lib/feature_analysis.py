@@ -16,9 +16,11 @@ from .data import session_dates
 from .report import add_source
 
 # %% auto #0
-__all__ = ['FeatureAnalysisError', 'sample_positions', 'feature_unit', 'feature_summary', 'plot_feature_histograms',
-           'feature_correlation', 'correlated_pairs', 'plot_correlation_clustermap', 'predictive_power',
-           'plot_predictive_power', 'stationarity_table', 'plot_stationarity', 'drift_table', 'plot_drift']
+__all__ = ['CALENDAR_GROUPS', 'FeatureAnalysisError', 'sample_positions', 'feature_unit', 'feature_kinds', 'feature_summary',
+           'feature_run_summary', 'plot_feature_histograms', 'feature_correlation', 'correlated_pairs',
+           'plot_correlation_clustermap', 'correlation_clusters', 'plot_correlation_overview', 'predictive_power',
+           'plot_predictive_power', 'stationarity_table', 'plot_stationarity', 'ks_noise_level', 'drift_table',
+           'plot_drift']
 
 # %% ../nbs/03a_feature_analysis.ipynb #44f25fa7
 class FeatureAnalysisError(ScalpLibError, ValueError):
@@ -50,13 +52,33 @@ def feature_unit(name:str)->str:
         if re.search(pat, str(name).lower()): return unit
     return 'value'
 
+# %% ../nbs/03a_feature_analysis.ipynb #d7075f9a
+CALENDAR_GROUPS = ('time',)
+_CALENDAR_NAME = r'^(tod_(sin|cos)|minutes_(since_open|to_close)|day_of_week|dow(_|$)|hour_of_day|month_of_year)'
+
+def feature_kinds(features:pd.DataFrame, # numeric features
+                  groups:pd.Series|None=None, # feature group per column (FeatureReport.table['group']); else names decide
+                 )->pd.Series: # 'binary', 'calendar' or 'continuous' per feature
+    "Binary (two values or fewer), calendar (time group or calendar name) or continuous, per feature."
+    X = _numeric_frame(features)
+    out = {}
+    for c in X.columns:
+        v = X[c].to_numpy(dtype=np.float64)
+        g = None if groups is None else groups.get(c)
+        if (g in CALENDAR_GROUPS) or (g is None and re.search(_CALENDAR_NAME, str(c))): out[c] = 'calendar'
+        elif len(np.unique(v[np.isfinite(v)])) <= 2: out[c] = 'binary'
+        else: out[c] = 'continuous'
+    return pd.Series(out, name='kind').rename_axis('feature')
+
 # %% ../nbs/03a_feature_analysis.ipynb #69d66bc0
 def feature_summary(features:pd.DataFrame, # numeric features, rows in time order
                     *,
-                    heavy_tail_kurtosis:float=5.0, # excess kurtosis above this marks a feature heavy-tailed
+                    heavy_tail_kurtosis:float=5.0, # excess kurtosis above this marks a (continuous) feature heavy-tailed
+                    kinds:pd.Series|None=None, # feature_kinds(features); computed from the names when None
                    )->pd.DataFrame: # one row per feature
-    "Moments, quantiles, NaN/inf counts, warm-up rows, constant and heavy-tailed flags of each feature."
+    "Moments, quantiles, NaN/inf counts, warm-up rows, constant and heavy-tailed flags of each feature (binary and calendar features never heavy-tailed)."
     X = _numeric_frame(features)
+    kinds = feature_kinds(X) if kinds is None else kinds.reindex(X.columns).fillna('continuous')
     rows = {}
     for name in X.columns:
         v = X[name].to_numpy(dtype=np.float64)
@@ -71,12 +93,22 @@ def feature_summary(features:pd.DataFrame, # numeric features, rows in time orde
                           skew=skew, excess_kurtosis=kurt,
                           n_nan=int(np.isnan(v).sum()), n_inf=int(np.isinf(v).sum()),
                           warmup_rows=first, nonfinite_after_warmup=int((~finite[first:]).sum()),
-                          constant=bool(f.size == 0 or np.ptp(f) == 0),
-                          heavy_tailed=bool(np.isfinite(kurt) and kurt > heavy_tail_kurtosis))
+                          constant=bool(f.size == 0 or np.ptp(f) == 0), kind=kinds[name],
+                          heavy_tailed=bool(np.isfinite(kurt) and kurt > heavy_tail_kurtosis and kinds[name] == 'continuous'))
     out = pd.DataFrame.from_dict(rows, orient='index').rename_axis('feature')
     out['nan_pct'] = 100 * out['n_nan'] / max(len(X), 1)
     out.attrs['n_rows'] = len(X)
     return out
+
+# %% ../nbs/03a_feature_analysis.ipynb #a6bcd1c5
+def feature_run_summary(report, # scalp_lib.features.FeatureReport of the run
+                       )->str:
+    "Rows, features, groups, speed, warm-up, NaN, replaced infinities and constant features of a feature run, in one line."
+    t = report.table
+    rate = f", {report.n_rows / report.seconds:,.0f} rows/s" if report.seconds == report.seconds and report.seconds > 0 else ''
+    return (f"{report.n_rows:,} rows x {report.n_features} features from {len(report.lookback_bars)} groups{rate}; "
+            f"warm-up {report.warmup_rows} rows (reported, not dropped); NaN {int(t['nan_count'].sum()):,}; "
+            f"inf replaced by NaN {report.inf_replaced:,}; constant: {', '.join(report.constant_features) or 'none'}")
 
 # %% ../nbs/03a_feature_analysis.ipynb #a1ea6454
 def _plot_range(v:np.ndarray)->tuple:
@@ -190,6 +222,83 @@ def plot_correlation_clustermap(corr:pd.DataFrame, # from feature_correlation
     g.figure.suptitle(f"{method} correlation of {len(C)} features, clustered by 1 - |rho|", fontsize=12, fontweight='bold', y=1.0)
     add_source(g.figure, source or 'Source: scalp_lib.feature_analysis')
     return g
+
+# %% ../nbs/03a_feature_analysis.ipynb #0c689d60
+def _abs_distance_linkage(corr:pd.DataFrame, method:str):
+    from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import squareform
+    D = 1 - np.abs(corr.fillna(0.0).to_numpy())
+    np.fill_diagonal(D, 0.0)
+    return linkage(squareform(np.clip((D + D.T) / 2, 0, None), checks=False), method=method)
+
+def correlation_clusters(corr:pd.DataFrame, # a correlation matrix (feature_correlation)
+                         threshold:float=0.95, # every pair inside a group has |rho| at or above this
+                        )->pd.DataFrame: # one row per group of two or more: size, members, min and mean |rho|, representative
+    "Groups of features that are all pairwise correlated at |rho| >= threshold (complete linkage), largest first."
+    from scipy.cluster.hierarchy import fcluster
+    if len(corr) < 2: return pd.DataFrame(columns=['size', 'members', 'min_abs_rho', 'mean_abs_rho', 'representative'])
+    lab = fcluster(_abs_distance_linkage(corr, 'complete'), t=1 - threshold, criterion='distance')
+    A = corr.abs()
+    rows = []
+    for c in np.unique(lab):
+        m = list(corr.index[lab == c])
+        if len(m) < 2: continue
+        sub = A.loc[m, m].to_numpy()
+        off = sub[~np.eye(len(m), dtype=bool)]
+        centrality = (sub.sum(axis=1) - 1) / (len(m) - 1)
+        rows.append({'size': len(m), 'members': ', '.join(m), 'min_abs_rho': float(off.min()), 'mean_abs_rho': float(off.mean()),
+                     'representative': m[int(np.argmax(centrality))]})
+    out = pd.DataFrame(rows, columns=['size', 'members', 'min_abs_rho', 'mean_abs_rho', 'representative'])
+    out = out.sort_values(['size', 'mean_abs_rho'], ascending=False).reset_index(drop=True)
+    out.index = pd.RangeIndex(1, len(out) + 1, name='group')
+    out.attrs['threshold'] = threshold
+    return out
+
+def plot_correlation_overview(corr:pd.DataFrame, # from feature_correlation
+                              *,
+                              show_threshold:float=0.7, # features in at least one pair with |rho| >= this are drawn
+                              max_features:int=30, # at most this many (those with the strongest pairs)
+                              source:str='', # source line
+                              method:str='Spearman', # for the labels
+                             )->plt.Figure:
+    "Heat map of the strongly correlated features only, in clustered order, with full names and the rho in each cell."
+    from scipy.cluster.hierarchy import leaves_list
+    A = corr.abs().to_numpy().copy()
+    np.fill_diagonal(A, 0.0)
+    strongest = pd.Series(np.nanmax(np.nan_to_num(A), axis=1), index=corr.index)
+    keep = strongest[strongest >= show_threshold].sort_values(ascending=False).index[:max_features]
+    n_all = int((strongest >= show_threshold).sum())
+    fig_w = 12
+    if len(keep) < 2:
+        fig, ax = plt.subplots(figsize=(fig_w, 1.6))
+        ax.axis('off')
+        ax.text(0.5, 0.5, f"No pair of features has |{method} rho| >= {show_threshold:g}: nothing redundant to show.", ha='center', va='center')
+        add_source(fig, source or 'Source: scalp_lib.feature_analysis')
+        return fig
+    sub = corr.loc[keep, keep]
+    order = leaves_list(_abs_distance_linkage(sub, 'average'))
+    sub = sub.iloc[order, order]
+    k = len(sub)
+    cell = min(0.42, 9.0 / k)
+    fig, ax = plt.subplots(figsize=(fig_w, 2.6 + cell * k))
+    im = ax.imshow(sub.to_numpy(), cmap='RdBu_r', vmin=-1, vmax=1, aspect='equal')
+    ax.set_xticks(range(k), sub.columns, rotation=90, fontsize=8); ax.set_yticks(range(k), sub.index, fontsize=8)
+    if k <= 30:
+        for i in range(k):
+            for j in range(k):
+                v = sub.iat[i, j]
+                if i != j and abs(v) >= show_threshold:
+                    ax.text(j, i, f"{v:.2f}".replace('0.', '.'), ha='center', va='center', fontsize=6,
+                            color='white' if abs(v) > 0.85 else 'black')
+    ax.grid(False)
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02, label=f'{method} correlation (rho)')
+    more = f" ({k} of the {n_all} such features: those with the strongest partner)" if n_all > k else ''
+    ax.set_title(f"{k} features with a partner at |rho| >= {show_threshold:g}{more}, in clustered order; "
+                 f"values shown where |rho| >= {show_threshold:g}", fontsize=10)
+    fig.suptitle(f'{method} correlation of the strongly correlated features', fontweight='bold')
+    add_source(fig, source or 'Source: scalp_lib.feature_analysis')
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
 
 # %% ../nbs/03a_feature_analysis.ipynb #fabb4051
 def _aligned(values, index, name)->np.ndarray|None:
@@ -394,15 +503,24 @@ def plot_stationarity(features:pd.DataFrame, # numeric features with a tz-aware 
     return fig
 
 # %% ../nbs/03a_feature_analysis.ipynb #46dc759e
+def ks_noise_level(n:int, m:int, alpha:float=0.01)->float:
+    "KS statistic two independent samples of sizes n and m from one distribution exceed with probability alpha (asymptotic)."
+    if n < 1 or m < 1: return np.nan
+    return float(np.sqrt(-np.log(alpha / 2) / 2) * np.sqrt((n + m) / (n * m)))
+
 def drift_table(features:pd.DataFrame, # numeric features, rows in time order
                 *,
                 fractions:tuple|None=None, # (train, val, test) fractions; default settings [splits]
-                max_rows:int|None=20_000, # rows sampled per side for the KS test
+                max_rows:int|None=20_000, # rows sampled per side for the KS statistic
+                min_statistic:float|None=None, # smallest KS statistic flagged; default settings [scaling] drift_min_statistic
+                kinds:pd.Series|None=None, # feature_kinds(features); binary and calendar features are exempt from the flag
                 seed:int=0, # sample seed
-               )->pd.DataFrame: # one row per feature: KS statistic and p-value vs val and test, flagged
-    "Kolmogorov-Smirnov drift of each feature, training rows vs validation and test rows (time order)."
+               )->pd.DataFrame: # one row per feature: KS vs val and test, the sampling noise level, flagged, exempt
+    "Kolmogorov-Smirnov drift of each feature, training rows vs validation and test rows (time order), flagged by size."
     from scalp_lib.preprocess import feature_drift
     X = _numeric_frame(features)
+    min_stat = float(section_defaults('scaling', drift_min_statistic=min_statistic)['drift_min_statistic'])
+    kinds = feature_kinds(X) if kinds is None else kinds.reindex(X.columns).fillna('continuous')
     if fractions is None:
         cfg = section_defaults('splits')
         fractions = (cfg['train_frac'], cfg['val_frac'], cfg['test_frac'])
@@ -410,13 +528,17 @@ def drift_table(features:pd.DataFrame, # numeric features, rows in time order
     if fr.size != 3 or np.any(fr <= 0) or abs(fr.sum() - 1) > 1e-9:
         raise FeatureAnalysisError(f"fractions must be three positive numbers summing to 1, got {fractions!r}")
     a, b = (np.cumsum(fr)[:2] * len(X)).round().astype(int)
-    long = feature_drift(X.iloc[:a], {'val': X.iloc[a:b], 'test': X.iloc[b:]}, max_rows=max_rows, seed=seed)
-    wide = long.pivot(index='feature', columns='split', values=['ks_statistic', 'p_value', 'flagged'])
-    out = pd.DataFrame({'ks_val': wide[('ks_statistic', 'val')], 'p_val': wide[('p_value', 'val')],
-                        'ks_test': wide[('ks_statistic', 'test')], 'p_test': wide[('p_value', 'test')]})
-    out['flagged'] = wide[('flagged', 'val')].astype(bool) | wide[('flagged', 'test')].astype(bool)
-    out = out.astype({'ks_val': 'float64', 'p_val': 'float64', 'ks_test': 'float64', 'p_test': 'float64'})
-    out.attrs.update(long.attrs, train_rows=int(a), val_rows=int(b - a), test_rows=int(len(X) - b))
+    long = feature_drift(X.iloc[:a], {'val': X.iloc[a:b], 'test': X.iloc[b:]}, max_rows=max_rows, seed=seed, min_statistic=min_stat)
+    long['noise'] = [ks_noise_level(int(n), int(m)) for n, m in zip(long['n_train'], long['n_other'])]
+    wide = long.pivot(index='feature', columns='split', values=['ks_statistic', 'noise', 'n_train', 'n_other'])
+    out = pd.DataFrame({'ks_val': wide[('ks_statistic', 'val')], 'ks_test': wide[('ks_statistic', 'test')],
+                        'ks_noise': np.fmax(wide[('noise', 'val')].astype(float), wide[('noise', 'test')].astype(float))}).astype('float64')
+    out['kind'] = kinds.reindex(out.index)
+    out['exempt'] = out['kind'].isin(['binary', 'calendar'])
+    big = out[['ks_val', 'ks_test']].max(axis=1)
+    out['flagged'] = (big >= min_stat) & (big >= out['ks_noise']) & ~out['exempt']
+    out.attrs.update(min_statistic=min_stat, noise_alpha=0.01, max_rows=max_rows, train_rows=int(a), val_rows=int(b - a), test_rows=int(len(X) - b),
+                     sampled_train=int(long['n_train'].max()), sampled_other=int(long['n_other'].max()))
     return out.sort_values('ks_test', ascending=False, na_position='last')
 
 def plot_drift(dt:pd.DataFrame, # from drift_table
@@ -432,7 +554,8 @@ def plot_drift(dt:pd.DataFrame, # from drift_table
     ax.barh(y - 0.2, d['ks_test'], height=0.4, color='tab:blue', label='train vs test')
     m = dt.attrs.get('min_statistic')
     if m: ax.axvline(m, color='tab:red', ls='--', lw=1, label=f'flag threshold (KS >= {m})')
-    ax.set_yticks(y, [f"{n}  *" if f else n for n, f in zip(d.index, d['flagged'])], fontsize=8)
+    mark = lambda n, r: f"{n}  *" if r['flagged'] else (f"{n}  ({r['kind']}, exempt)" if r.get('exempt', False) else n)
+    ax.set_yticks(y, [mark(n, r) for n, r in d.iterrows()], fontsize=8)
     ax.set(title='Train-vs-later distribution drift (Kolmogorov-Smirnov; * = flagged)', xlabel='KS statistic (0 = same distribution, 1 = disjoint)', ylabel='feature')
     ax.legend(loc='lower right', fontsize=8)
     add_source(fig, source or 'Source: scalp_lib.feature_analysis.drift_table')

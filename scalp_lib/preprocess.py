@@ -26,7 +26,7 @@ class NonFiniteInputError(ScalingError):
     "`nan_policy='raise'` and the input holds NaN or ±inf."
 
 class NonNumericInputError(ScalingError, TypeError):
-    "The input has strings or other non-numeric columns (seed 002: `'str' / 'int'`)."
+    "The input has strings or other non-numeric columns (they would fail later as `'str' / 'int'`)."
 
 class ScalerNotFittedError(ScalpLibError, NotFittedError):
     "transform or state_dict called before fit."

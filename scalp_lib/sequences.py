@@ -508,7 +508,7 @@ def estimate_memory(n_samples:int, # rows of the feature matrix
     else:
         host.update(batch); host.update(model_b)
     counted = {k: v for k, v in host.items() if not (features_loaded and k == 'feature matrix')}
-    info = {'materialised windows (the seed, bug #11)': n_items * win * n_features * feature_bytes} if L else {}
+    info = {'materialised windows (a copy of every window)': n_items * win * n_features * feature_bytes} if L else {}
     est = MemoryEstimate(host=host, device=dev, host_available=available_host_bytes(),
                          device_available=available_device_bytes(device) if on_gpu else None,
                          headroom=float(headroom), info=info, host_counted=counted)

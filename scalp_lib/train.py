@@ -370,10 +370,22 @@ class TrainResult:
 # %% ../nbs/10_train.ipynb #7d483494
 _HIST_COLS = ('step', 'epoch', 'batch', 'batch_size', 'lr', 'loss', 'grad_norm', 'skipped', 'accuracy')
 
-def _steps_per_epoch(n:int, batch_size:int, drop_last:bool)->int:
-    "Number of batches: the last one holds the remainder (1..batch_size samples); never a batch of 0."
+_LAST_BATCH = ('merge', 'keep', 'drop')
+
+def _batch_bounds(n:int, batch_size:int, last_batch:str)->np.ndarray:
+    "Offsets of one epoch's batches (batch b is order[bounds[b]:bounds[b+1]]); never a batch of 0."
     if n <= 0: raise TrainDataError(f"no training samples (n={n})")
-    return n // batch_size if (drop_last and n >= batch_size) else math.ceil(n / batch_size)
+    if last_batch not in _LAST_BATCH: raise TrainDataError(f"last_batch must be one of {_LAST_BATCH}, got {last_batch!r}")
+    full, rest = divmod(int(n), int(batch_size))
+    bounds = list(range(0, full * batch_size + 1, batch_size))
+    if rest == 0: return np.asarray(bounds, dtype=np.int64)
+    if full == 0 or last_batch == 'keep' or (last_batch == 'merge' and 2 * rest >= batch_size): bounds.append(n)
+    elif last_batch == 'merge': bounds[-1] = n   # a tail shorter than half a batch joins the previous batch
+    return np.asarray(bounds, dtype=np.int64)   # 'drop': the tail is left out (it is a different random tail each epoch)
+
+def _steps_per_epoch(n:int, batch_size:int, last_batch:str)->int:
+    "Number of batches of one epoch (see `_batch_bounds`)."
+    return len(_batch_bounds(n, batch_size, last_batch)) - 1
 
 def _epoch_permutation(n:int, seed:int, epoch:int)->torch.Tensor:
     "The sample order of one epoch, a pure function of (n, seed, epoch)."
@@ -577,7 +589,8 @@ class Trainer:
                  checkpoint_fields:dict|None=None, # extra checkpoint fields: scaler_state, label_spec, instrument, extra
                  callbacks:list|None=None, # TrainerCallback objects or functions (called as on_step)
                  progress:bool=True, # tqdm progress bar with loss and accuracy
-                 drop_last:bool=False, # drop a short last batch (never needed for correctness)
+                 drop_last:bool=False, # True is last_batch='drop' (kept for older callers)
+                 last_batch:str|None=None, # short last batch of an epoch: 'merge' (a tail under half a batch joins the previous batch), 'keep' or 'drop' [train] last_batch
                  extreme_input_abs:float|None=None, # warn about inputs beyond this |x| [train]
                  distributed='auto', # 'auto': DistributedDataParallel when launched with WORLD_SIZE > 1 (torchrun); True: require it; False: never
                  horizon_weights=None, # multi-horizon models: weight of each horizon's loss (list, or {horizon: weight}), normalised to sum 1; default equal
@@ -629,6 +642,8 @@ class Trainer:
                                                            'on_train_begin', 'on_train_end')) else _FunctionCallback(c)
                           for c in (callbacks or [])]
         self.progress, self.drop_last = progress, drop_last
+        self.last_batch = 'drop' if drop_last else str(section_defaults('train', last_batch=last_batch)['last_batch'])
+        if self.last_batch not in _LAST_BATCH: raise TrainDataError(f"last_batch must be one of {_LAST_BATCH}, got {self.last_batch!r}")
         self.stop_training = False
 
     def _call(self, hook:str, *args):
@@ -704,7 +719,8 @@ def _trainer_setup(self:Trainer):
             codes = torch.as_tensor(self.train_src.targets(), dtype=torch.int64).to(self.train_src.index_device)
             self._sample_weight = self.weight_tensor.to(self.train_src.index_device)[codes]
     n = self.train_src.n
-    self.steps_per_epoch = _steps_per_epoch(n, self.batch_size, self.drop_last)
+    self._bounds = _batch_bounds(math.ceil(n / self.world_size) * self.world_size, self.batch_size, self.last_batch)  # padded for ranks
+    self.steps_per_epoch = len(self._bounds) - 1
     self.total_steps = self.epochs * self.steps_per_epoch
     decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim < 2]
@@ -744,7 +760,7 @@ def _trainer_fingerprint(self:Trainer)->dict:
             'epochs': self.epochs, 'batch_size': self.batch_size, 'lr': self.lr,
             'weight_decay': self.weight_decay, 'warmup_frac': self.warmup_frac, 'min_lr_frac': self.min_lr_frac,
             'grad_clip_norm': self.grad_clip_norm, 'class_weights': self.class_weights, 'loss': self.loss_name,
-            'seed': self.seed, 'drop_last': bool(self.drop_last), **({'world_size': self.world_size} if self.world_size > 1 else {}),
+            'seed': self.seed, 'last_batch': self.last_batch, **({'world_size': self.world_size} if self.world_size > 1 else {}),
             **({'horizon_weights': self.horizon_weights} if self.horizons is not None else {})}
 
 Trainer._setup, Trainer._fingerprint = _trainer_setup, _trainer_fingerprint
@@ -1007,7 +1023,7 @@ def _trainer_divergence(self:Trainer)->TrainingDivergedError:
     start = len(self.hist['step']) - n_run
     step, epoch, b = self.hist['step'][start], self.hist['epoch'][start], self.hist['batch'][start]
     perm = _epoch_permutation(self.train_src.n, self.seed, epoch).to(self.train_src.index_device)
-    idx = perm[b * self.batch_size:(b + 1) * self.batch_size]
+    idx = perm[self._bounds[b]:self._bounds[b + 1]]
     scan = self.train_src.batch_scan(idx).sort_values('max_abs', ascending=False)
     scan['train_max_abs'] = self.train_scan.max_abs.reindex(scan.index)
     top = scan.head(5)
@@ -1051,7 +1067,7 @@ def _trainer_result(self:Trainer, t_start:float, reason:str)->TrainResult:
     params = {'epochs': self.epochs, 'batch_size': self.batch_size, 'lr': self.lr, 'weight_decay': self.weight_decay,
               'warmup_frac': self.warmup_frac, 'min_lr_frac': self.min_lr_frac, 'grad_clip_norm': self.grad_clip_norm,
               'loss': self.loss_name, 'early_stopping_patience': self.patience, 'max_bad_steps': self.max_bad_steps,
-              'seed': self.seed, 'bf16': self.amp, 'steps_per_epoch': self.steps_per_epoch, 'sync_every_steps': self.sync_every,
+              'seed': self.seed, 'bf16': self.amp, 'steps_per_epoch': self.steps_per_epoch, 'last_batch': self.last_batch, 'sync_every_steps': self.sync_every,
               'fused_optimizer': self._found_inf is not None, 'model_config': self.model_config,
               **({'horizons': list(self.horizons), 'horizon_weights': self.horizon_weights} if self.horizons is not None else {})}
     if self.dist_ctx is not None: params.update(world_size=self.world_size, per_rank_batch_size=self.batch_size // self.world_size)
@@ -1083,7 +1099,7 @@ def _trainer_fit(self:Trainer)->TrainResult:
             self.model.train()
             t_ep = time.perf_counter()
             for b in range(self.batch_in_epoch, S):
-                self._step(epoch, b, perm[b * bs:(b + 1) * bs])
+                self._step(epoch, b, perm[self._bounds[b]:self._bounds[b + 1]])
                 if self.dist_ctx is not None and self.callbacks: self.stop_training = self._agree(self.stop_training)
                 if self.time_to_first_step is None and self.global_step == 1:
                     if self.device.type == 'cuda': torch.cuda.synchronize(self.device)

@@ -73,6 +73,58 @@ def test_stationarity_and_drift_flag_a_random_walk(feats):
     assert dt.loc['random_walk', 'flagged']
 
 
+def test_binary_and_calendar_features_are_never_flagged(feats):
+    "A rare binary flag has a huge kurtosis and the weekday 'drifts' by construction: shown, not flagged."
+    bars, X = feats
+    kinds = fa.feature_kinds(X)                               # from the names when no groups are given
+    assert kinds['day_of_week'] == 'calendar' and kinds['tod_sin'] == 'calendar' and kinds['log_ret_1'] == 'continuous'
+    n = len(X)
+    Y = X.assign(rare=(np.arange(n) % 200 == 0).astype(float), weekday_copy=X['day_of_week'])
+    k2 = fa.feature_kinds(Y, groups=pd.Series({'weekday_copy': 'time'}))
+    assert k2['rare'] == 'binary' and k2['weekday_copy'] == 'calendar'
+    s = fa.feature_summary(Y, kinds=k2)
+    assert s.loc['rare', 'excess_kurtosis'] > 100 and not s.loc['rare', 'heavy_tailed']
+    assert s.loc['log_ret_1', 'heavy_tailed']                                   # a continuous heavy tail is still flagged
+    d = fa.drift_table(Y.assign(trend=np.arange(n, dtype=float)), kinds=k2)
+    assert not d.loc[['rare', 'weekday_copy', 'day_of_week', 'tod_sin'], 'flagged'].any()
+    assert d.loc[['rare', 'weekday_copy', 'day_of_week', 'tod_sin'], 'exempt'].all()
+    assert d.loc['trend', 'flagged'] and d.loc['trend', 'kind'] == 'continuous'
+
+
+def test_drift_is_flagged_by_size_not_by_p_value():
+    "Two samples of 20,000 rows from distributions 0.05 s.d. apart: p ~ 0 but KS ~ 0.02, below the 0.1 threshold."
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({'a': np.r_[rng.normal(0, 1, 60_000), rng.normal(0.05, 1, 40_000)],
+                      'b': np.r_[rng.normal(0, 1, 60_000), rng.normal(1.0, 1, 40_000)]})
+    d = fa.drift_table(X, max_rows=20_000)
+    assert not any(c.startswith('p_') for c in d.columns)
+    assert 0.0 < d.loc['a', 'ks_test'] < 0.1 and not d.loc['a', 'flagged']
+    assert d.loc['b', 'ks_test'] > 0.3 and d.loc['b', 'flagged']
+    from scipy import stats
+    assert stats.ks_2samp(X['a'][:60_000].sample(20_000, random_state=0), X['a'][80_000:], method='asymp').pvalue < 0.01   # "significant"
+    assert d.loc['a', 'ks_noise'] == pytest.approx(fa.ks_noise_level(20_000, 20_000), rel=1e-12)
+    assert fa.ks_noise_level(20_000, 20_000) == pytest.approx(np.sqrt(-np.log(0.005) / 2) * np.sqrt(2 / 20_000), rel=1e-12)
+
+
+def test_correlation_clusters_are_pairwise_redundant(feats):
+    bars, X = feats
+    corr = fa.feature_correlation(X)
+    cl = fa.correlation_clusters(corr, 0.95)
+    pairs = fa.correlated_pairs(corr, 0.95)
+    members = [m.split(', ') for m in cl['members']]
+    for m, rep in zip(members, cl['representative']):
+        sub = corr.loc[m, m].abs().to_numpy()
+        assert sub.min() >= 0.95 and rep in m
+    in_pairs = set(pairs['feature_a']) | set(pairs['feature_b'])
+    assert set().union(*members) <= in_pairs                  # one measure: every grouped feature is in a listed pair
+    assert sorted(len(m) for m in members) == sorted(cl['size'])
+    fig = fa.plot_correlation_overview(corr, show_threshold=0.9, max_features=12)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert 2 <= len(labels) <= 12 and set(labels) <= set(corr.index)
+    strongest = corr.abs().where(~np.eye(len(corr), dtype=bool)).max()
+    assert (strongest[labels] >= 0.9).all()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the report
 def test_feature_diagnostics_report_small(tmp_path):
@@ -85,6 +137,22 @@ def test_feature_diagnostics_report_small(tmp_path):
         assert section in html, section
     assert html.count('data:image/png;base64') >= 6 and 'Traceback' not in html
     assert 'triple_barrier' in html and 'from scalp_lib' not in html
+    # the numbers on the page are the library's on the same data: one correlation measure, one count of pairs
+    import json, nbformat, re
+    from scalp_lib.config import get_instrument
+    nb = nbformat.read(str(p.notebook), as_version=4)
+    text = "\n".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells for o in c.get("outputs", []))
+    bars = demo_bars(n_days=4, seed=0)
+    eng = ScalpingFeatureEngineer(bars)
+    X = eng.generate_all_features()
+    corr = fa.feature_correlation(X, seed=0)
+    pairs, cl = fa.correlated_pairs(corr, eng.report.corr_threshold), fa.correlation_clusters(corr, eng.report.corr_threshold)
+    assert f"**{len(pairs)} pairs** with |Spearman rho| >= {eng.report.corr_threshold}, forming **{len(cl)} redundant group(s)**" in text
+    assert f"**{len(pairs)} pairs with |rho| >= {eng.report.corr_threshold}**" in text
+    assert 'pairs with |corr|' not in html                       # the feature layer's Pearson count is not shown
+    drift = fa.drift_table(X, kinds=fa.feature_kinds(X, groups=eng.report.table['group']), seed=0)
+    assert f"{int(drift['flagged'].sum())} flagged, {int(drift['exempt'].sum())} exempt" in text
+    assert 'p_val' not in html and 'p_test' not in html
 
 
 def test_feature_diagnostics_bad_parameters(tmp_path):

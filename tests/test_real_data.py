@@ -93,17 +93,30 @@ def test_feature_diagnostics_report_matches_the_features_and_labels(tmp_path, es
     assert n_sessions == 5 and f"**{len(bars):,} one-minute bars** in **{n_sessions} sessions**" in text
     assert f"**{X.shape[1]} features** from 3 groups" in text
     assert f"({labels.attrs['label_report'].n_labelled:,} rows labelled)" in text
+    # one correlation measure: the pair and group counts are scalp_lib.feature_analysis's on the same features
+    from scalp_lib import feature_analysis as fa
+    corr = fa.feature_correlation(X, seed=0)
+    n_pairs, n_groups = len(fa.correlated_pairs(corr, 0.95)), len(fa.correlation_clusters(corr, 0.95))
+    assert f"**{n_pairs} pairs** with |Spearman rho| >= 0.95, forming **{n_groups} redundant group(s)**" in text
+    assert "pairs with |corr|" not in p.html.read_text()
     _check_provenance(p.html, es_file, es_bars, analysed=bars)
 
 
 def test_stability_report_uses_the_rows_the_library_prepares(tmp_path, es_file, es_bars):
-    from scalp_lib.diagnostics import prepare_stability_data
+    from scalp_lib.diagnostics import RECOMMENDED_CONFIG, prepare_stability_data, run_stability_experiment
     p = run_report("stability_investigation", {"data_path": str(es_file), **LOAD, **WEEK, "max_rows": 2000, "epochs": 1},
                    output_dir=tmp_path)
     text = _markdown(p.notebook)
     bars = select_sessions(es_bars, **WEEK, instrument="ES")
-    data = prepare_stability_data(bars, "seed004", horizon_bars=1, max_rows=2000, instrument="ES")
+    data = prepare_stability_data(bars, "raw_levels", horizon_bars=1, max_rows=2000, instrument="ES")
     assert f"on {data.info['n_train']:,} training and {data.info['n_val']:,} validation rows" in text
+    # the plotted range test is the one that set the recommended rate: the library's, a tenth of its minimum
+    rec = run_stability_experiment(data, RECOMMENDED_CONFIG, name="recommended configuration", hidden_dims=[64, 64], epochs=1,
+                                   batch_size=256, seed=0)
+    assert (f"The smoothed loss is lowest at lr **{rec.lr_range.min_loss_lr:.2e}**; the recommended configuration trained with "
+            f"**{rec.lr_used:.2e}**, a tenth of it") in text
+    html = p.html.read_text()
+    assert "seed 004" not in html and "seed004" not in html      # the configuration is named by what it is
     assert "The demo bars are synthetic" not in text and f"{len(bars):,} bars of `{es_file}`" in text
     _check_provenance(p.html, es_file, es_bars, analysed=bars)
 
@@ -115,8 +128,8 @@ def test_training_report_matches_the_split_labels_and_its_checkpoint(tmp_path, e
     from scalp_lib.splits import temporal_split
     period = {"start": "2025-10-06", "end": "2025-10-17"}
     ck_dir = tmp_path / "ck"
-    p = run_report("training", {"data_path": str(es_file), **LOAD, **period, "epochs": 1, "seq_length": 10, "hidden_size": 8,
-                                "checkpoint_dir": str(ck_dir)}, output_dir=tmp_path)
+    p = run_report("training", {"data_path": str(es_file), **LOAD, **period, "epochs": 2, "seq_length": 10, "hidden_size": 8,
+                                "n_seeds": 1, "n_folds": 2, "bootstrap_samples": 200, "checkpoint_dir": str(ck_dir)}, output_dir=tmp_path)
     text = _markdown(p.notebook)
     bars = select_sessions(es_bars, **period, instrument="ES")
     assert f"**{len(bars):,} one-minute bars**, {len(np.unique(session_dates(bars.index, 'ES')))} sessions" in text
@@ -129,7 +142,18 @@ def test_training_report_matches_the_split_labels_and_its_checkpoint(tmp_path, e
         assert int(rows[part][col("bars")].replace(",", "")) == len(np.arange(len(bars))[idx])
         assert int(rows[part][col("purged bars")].replace(",", "")) == split.n_purged.get(part, 0)
     ck = load_checkpoint(next(ck_dir.glob("epoch*.pt")))
-    assert f"best validation loss {ck['metrics']['val_loss']:.4f}" in text
+    assert f"val_loss {ck['metrics']['val_loss']:.4f}" in text
+    # the overfitting and epoch-boundary statements are the library's readings of the main run's own history
+    import torch
+    from scalp_lib.diagnostics import epoch_boundary_check, overfitting_verdict
+    state = torch.load(ck_dir / "last.pt", weights_only=False)["trainer_state"]
+    epochs = pd.DataFrame(state["epoch_rows"])
+    hist = pd.DataFrame({k: v.numpy() for k, v in state["history"].items()})
+    assert overfitting_verdict(epochs)["sentence"] in text
+    b = epoch_boundary_check(hist)
+    assert f"is {b['ratio'].min():.2f} to {b['ratio'].max():.2f} times the median" in text
+    assert (2 * b["last_batch_size"] >= 256).all()                  # no short, noisy last batch
+    assert "beats every baseline" not in text and "(2 runs)" in text
     assert ck["feature_names"] == list(ScalpingFeatureEngineer(bars, instrument="ES").generate_all_features().columns)
     _check_provenance(p.html, es_file, es_bars, analysed=bars)
 

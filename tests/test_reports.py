@@ -14,7 +14,7 @@ SMALL = {
     "data_quality": {"demo_days": 3},
     "feature_diagnostics": {"demo_days": 4, "mi_max_rows": 2000, "adf_max_rows": 500, "outside_series": "demo_vix"},
     "stability_investigation": {"demo_days": 6, "max_rows": 5000, "epochs": 2},
-    "training": {"demo_days": 6, "epochs": 2, "seq_length": 10, "hidden_size": 8},
+    "training": {"demo_days": 6, "epochs": 2, "seq_length": 10, "hidden_size": 8, "n_seeds": 2, "n_folds": 2, "bootstrap_samples": 200},
     "backtest_report": {"demo_days": 10, "bootstrap_samples": 200, "model_type": "feedforward", "model_epochs": 1},
     "study": {"demo_days": 12, "demo_trials": 4, "demo_epochs": 1},
     "retraining": {"demo_days": 6, "n_splits": 3, "epochs": 1, "max_train_windows": 5000, "bootstrap_samples": 200},
@@ -307,3 +307,53 @@ def test_backtest_report_model_over_folds_files_and_recomputation(tmp_path):
     assert not re.search(r"(Sharpe ratio|Sharpe|PSR|DSR|probabilistic Sharpe ratio) [\u2212-]?\d", head), head
     assert (f"**Over 2 runs** (1 seed(s) × 2 walk-forward fold(s)" in text
             and f"mean net profit {_money(st.loc['net_profit', 'mean'])} (95% interval of the mean {_money(st.loc['net_profit', 'ci_low'])}" in text)
+
+
+_markdown_outputs = _report_markdown
+
+
+def test_training_report_numbers_are_the_librarys_on_the_same_data(tmp_path):
+    "A multi-horizon run over 2 seeds x 2 folds: the spread, the verdicts, the overfitting sentence and the per-regime figures are the library's."
+    import numpy as np
+    from bs4 import BeautifulSoup
+    from scalp_lib.data import demo_bars
+    from scalp_lib.diagnostics import overfitting_verdict
+    from scalp_lib.features import ScalpingFeatureEngineer
+    from scalp_lib.labels import LabelSpec, multi_horizon_labels
+    from scalp_lib.replicates import (replicate_comparison, summarise_replicates, train_replicates, verdict_clause,
+                                      walk_forward_splits)
+    from scalp_lib.train import evaluate_classifier
+    params = {"demo_days": 6, "model_type": "feedforward", "hidden_size": 8, "epochs": 2, "horizons": "5,10", "n_seeds": 2,
+              "n_folds": 2, "bootstrap_samples": 200, "checkpoint_dir": str(tmp_path / "ck")}
+    p = run_report("training", params, output_dir=tmp_path)
+    text, html = _markdown_outputs(p.notebook), p.html.read_text()
+    # the library on the same data and settings
+    bars = demo_bars(n_days=6, seed=0)
+    X = ScalpingFeatureEngineer(bars).generate_all_features()
+    lab = multi_horizon_labels(bars, LabelSpec(kind="direction", dead_band_ticks=2.0), horizons=[5, 10])
+    folds = walk_forward_splits(len(bars), 2, t1=lab["t1_pos"].where(lab["t1_pos"] >= 0).to_numpy(np.float64))
+    cfg = dict(type="feedforward", input_dim=X.shape[1], dropout_rate=0.1, num_classes=3, hidden_dims=[8], horizons=[5, 10])
+    reps = train_replicates(X, lab[lab.attrs["label_columns"]].to_numpy(), folds, cfg, seeds=[0, 1], window=1, timestamps=bars.index,
+                            train_kwargs=dict(epochs=2, batch_size=256, lr=0.002, early_stopping_patience=3, device="cpu",
+                                              feature_names=list(X.columns)))
+    names = {"majority_class": "the majority class", "logistic_regression": "logistic regression", "hist_gradient_boosting": "gradient boosting"}
+    for h in (5, 10):
+        s = summarise_replicates(reps.table, [f"model_balanced_accuracy_h{h}"]).iloc[0]
+        cmp = {lab_: replicate_comparison(reps.table, "model", b, suffix=f"_h{h}") for b, lab_ in names.items()}
+        assert (f"{h} bars: {100 * s['mean']:.1f}% ({100 * s['ci_low']:.1f} to {100 * s['ci_high']:.1f}), "
+                f"{verdict_clause(cmp, 'balanced_accuracy')}") in text, h
+    cmp10 = {lab_: replicate_comparison(reps.table, "model", b, suffix="_h10") for b, lab_ in names.items()}
+    assert f"on balanced accuracy the model {verdict_clause(cmp10, 'balanced_accuracy')}; on accuracy it {verdict_clause(cmp10, 'accuracy')}" in text
+    main = reps.runs[(1, 0)]
+    assert overfitting_verdict(main.result.epochs)["sentence"] in text
+    assert f"({len(reps.table)} runs)" in text and "beats every baseline" not in text
+    # the per-regime table's overall row is the main run's test accuracy at the reference horizon (10 bars)
+    acc = evaluate_classifier(main.data.targets["test"][:, 1], main.proba_test[:, 1])["accuracy"]
+    rows = [[c.get_text(" ", strip=True) for c in tr.find_all(["th", "td"])] for t in BeautifulSoup(html, "html.parser").find_all("table")
+            for tr in t.find_all("tr")]
+    overall = next(r for r in rows if r[:2] == ["all", "all"])
+    assert overall[2] == f"{len(main.data.targets['test'])}" and overall[4] == f"{100 * acc:.1f}%"   # windows, share %, accuracy
+    # the epoch-boundary statement reads the main run's own history
+    last = main.result.history.groupby("epoch").batch_size.last()
+    assert f"the last batch holds {', '.join(sorted({f'{v:,}' for v in last}))} windows" in text
+    assert "<tbody>\n  </tbody>" not in html and "Traceback" not in html
