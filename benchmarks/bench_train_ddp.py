@@ -9,6 +9,9 @@ process and once under torchrun, then compare:
     torchrun --standalone --nproc_per_node=2 benchmarks/bench_train_ddp.py --json ddp.json
     python3 benchmarks/bench_train_ddp.py --compare single.json ddp.json
 
+On one GPU the trainer replays each full-size step from a CUDA graph (`cuda_graphs`, settings.ini [train]); a
+distributed run trains eagerly. `--cuda-graphs off` times the one-GPU trainer eagerly too, to separate the two effects.
+
 Each run measures
   (a/b) the full trainer's throughput (`train_model` on a WindowBatcher, guards, clipping, schedule, history;
         one epoch over --n-train windows, after a short warm-up run), and a bare loop (forward, loss, backward,
@@ -106,15 +109,18 @@ def run(a):
     out['batcher_create_s'] = time.perf_counter() - t0
     n_warm = min(a.n_train, 50 * B)
     warm = WindowBatcher(X[:n_warm + L], y[:n_warm + L], L, device=dev, batch_size=B, gather='device')
-    train_model(make_model(cfg), warm, epochs=1, batch_size=B, device=dev, progress=False, seed=0)  # cuDNN, NCCL, allocator warm-up
+    graphs = {'off': {'cuda_graphs': False}, 'default': {}}[a.cuda_graphs]
+    train_model(make_model(cfg), warm, epochs=1, batch_size=B, device=dev, progress=False, seed=0, **graphs)  # cuDNN, NCCL, allocator warm-up
     del warm
-    res = train_model(make_model(cfg), wb, epochs=1, batch_size=B, device=dev, progress=False, seed=0)
+    res = train_model(make_model(cfg), wb, epochs=1, batch_size=B, device=dev, progress=False, seed=0, **graphs)
     out.update(trainer_samples_per_s=res.train_samples_per_s, trainer_epoch_s=float(res.epochs.seconds.iloc[0]),
                trainer_total_s=res.seconds, trainer_steps=res.n_steps, trainer_skipped=res.n_skipped_steps,
                trainer_time_to_first_step_s=res.time_to_first_step_s, trainer_train_loss=float(res.epochs.train_loss.iloc[0]),
-               trainer_params=res.params.get('per_rank_batch_size', B))
+               trainer_params=res.params.get('per_rank_batch_size', B), trainer_graph_steps=res.params.get('cuda_graph_steps'),
+               trainer_graphs_off=res.params.get('cuda_graphs_off'))
     say(f"full trainer: {res.train_samples_per_s:,.0f} samples/s over {res.n_steps} steps ({float(res.epochs.seconds.iloc[0]):.2f} s), "
-        f"per-rank batch {B // world}, skipped {res.n_skipped_steps}, train loss {out['trainer_train_loss']:.4f}")
+        f"per-rank batch {B // world}, skipped {res.n_skipped_steps}, train loss {out['trainer_train_loss']:.4f}, "
+        f"CUDA-graph steps {out['trainer_graph_steps']} ({out['trainer_graphs_off'] or 'graphs on'})")
     feats, tg = wb.features, wb.targets.long()
     s = bare_loop(cfg, feats, tg, L, B // world, a.steps, dev, amp, ddp)
     out['bare_loop_samples_per_s'] = a.steps * B / s
@@ -133,7 +139,7 @@ def run(a):
     out['trajectory'] = {}
     for trainer_seed in ([0, 1] if not ddp else [0]):
         r = train_model(make_model(cfg, seed=0), wtr, wva, epochs=a.traj_epochs, batch_size=B, device=dev, progress=False,
-                        seed=trainer_seed, early_stopping_patience=0)
+                        seed=trainer_seed, early_stopping_patience=0, **graphs)
         out['trajectory'][f'seed{trainer_seed}'] = {'val_loss': r.epochs.val_loss.tolist(), 'val_accuracy': r.epochs.val_accuracy.tolist(),
                                                      'train_loss': r.epochs.train_loss.tolist(), 'skipped': r.n_skipped_steps}
         say(f"trajectory seed {trainer_seed}: val loss " + ', '.join(f"{v:.5f}" for v in r.epochs.val_loss)
@@ -149,7 +155,8 @@ def compare(single_path, ddp_path):
     v1, vd, v1b = (np.array(s['trajectory']['seed0']['val_loss']), np.array(d['trajectory']['seed0']['val_loss']),
                    np.array(s['trajectory']['seed1']['val_loss']))
     print(f"device: {d['device']} x {W}, torch {d['torch']}, NCCL {d['nccl']}, NCCL_NVLS_ENABLE={d['NCCL_NVLS_ENABLE']}")
-    print(f"full trainer, 1 GPU : {s['trainer_samples_per_s']:>12,.0f} samples/s ({s['trainer_epoch_s']:.2f} s per epoch of {s['n_train']:,})")
+    print(f"full trainer, 1 GPU : {s['trainer_samples_per_s']:>12,.0f} samples/s ({s['trainer_epoch_s']:.2f} s per epoch of {s['n_train']:,}; "
+          f"CUDA-graph steps {s.get('trainer_graph_steps')} of {s['trainer_steps']})")
     print(f"full trainer, {W} GPUs: {d['trainer_samples_per_s']:>12,.0f} samples/s ({d['trainer_epoch_s']:.2f} s per epoch)  ->  {ratio:.3f}x (target >= 1.9x)")
     print(f"bare loop,    1 GPU : {s['bare_loop_samples_per_s']:>12,.0f} samples/s")
     print(f"bare loop,    {W} GPUs: {d['bare_loop_samples_per_s']:>12,.0f} samples/s  ->  {bare:.3f}x")
@@ -172,6 +179,8 @@ def main():
     ap.add_argument('--traj-val', type=int, default=100_000)
     ap.add_argument('--traj-epochs', type=int, default=4)
     ap.add_argument('--no-trajectory', action='store_true', help='throughput only')
+    ap.add_argument('--cuda-graphs', choices=['default', 'off'], default='default',
+                    help="'off': the trainer runs eagerly (cuda_graphs=False) also on one GPU; 'default': settings.ini")
     ap.add_argument('--device', default='cuda')
     ap.add_argument('--quick', action='store_true', help='tiny sizes, for checking the script on a CPU')
     ap.add_argument('--json', default=None)

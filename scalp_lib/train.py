@@ -584,6 +584,7 @@ class Trainer:
                  keep_best:int|None=None, # best checkpoints kept by validation loss [train]
                  max_bad_steps:int|None=None, # consecutive skipped steps that stop training [train]; 0 = never
                  sync_every_steps:int|None=None, # host reads of step values; default 1 on CPU, [train] cuda_sync_every_steps on CUDA
+                 cuda_graphs:bool|None=None, # replay full-size steps from a recorded CUDA graph (one CUDA process, no per-step callbacks) [train]
                  eval_batch_size:int|None=None, # validation batch size [train]
                  feature_names:list[str]|None=None, # input column names (default: DataFrame columns or f0, f1, ...)
                  checkpoint_fields:dict|None=None, # extra checkpoint fields: scaler_state, label_spec, instrument, extra
@@ -599,7 +600,7 @@ class Trainer:
                                warmup_frac=warmup_frac, min_lr_frac=min_lr_frac, grad_clip_norm=grad_clip_norm,
                                early_stopping_patience=early_stopping_patience, checkpoint_every_steps=checkpoint_every_steps,
                                keep_best=keep_best, max_bad_steps=max_bad_steps, eval_batch_size=eval_batch_size,
-                               extreme_input_abs=extreme_input_abs)
+                               extreme_input_abs=extreme_input_abs, cuda_graphs=cuda_graphs)
         self.model, self.train_data, self.val_data = model, train_data, val_data
         self.model_config = model_config(model)
         self.num_classes = int(self.model_config['num_classes'])
@@ -633,6 +634,7 @@ class Trainer:
         self.device = resolve_device(device) if self.dist_ctx is None else self.dist_ctx.device
         self.amp = bool(bf16) and self.device.type == 'cuda'
         self.sync_every = int(sync_every_steps or (cfg['cuda_sync_every_steps'] if self.device.type == 'cuda' else 1))
+        self.cuda_graphs = bool(cfg['cuda_graphs'])
         self.checkpoint_dir, self.resume = (None if checkpoint_dir is None else Path(checkpoint_dir)), bool(resume)
         if self.resume and self.checkpoint_dir is None: raise ResumeError("resume=True needs a checkpoint_dir to resume from")
         self.feature_names, self.checkpoint_fields = feature_names, dict(checkpoint_fields or {})
@@ -765,29 +767,57 @@ def _trainer_fingerprint(self:Trainer)->dict:
 
 Trainer._setup, Trainer._fingerprint = _trainer_setup, _trainer_fingerprint
 
+# %% ../nbs/10_train.ipynb #0e1c6447
+def _trainer_loss(self:Trainer, logits:torch.Tensor, yb:torch.Tensor)->tuple:
+    "The single-process training loss of one batch (float32 logits) and its count of correct predictions (0 for a regression)."
+    if self.horizons is not None: return _horizon_loss(self, logits, yb)   # weighted sum over horizons
+    if self.task == 'classification':
+        return F.cross_entropy(logits, yb, weight=self.weight_tensor), (logits.detach().argmax(-1) == yb).sum().float()
+    pred = logits.squeeze(-1)
+    return (F.mse_loss(pred, yb) if self.loss_name == 'mse' else F.huber_loss(pred, yb)), torch.zeros((), device=logits.device)
+
+def _trainer_clip_and_guard(self:Trainer, loss:torch.Tensor)->tuple:
+    "Clip the gradients to `grad_clip_norm`; the total norm before clipping, and the flag of a non-finite loss or gradient (on the device)."
+    gnorm = torch.nn.utils.clip_grad_norm_(self._params, self.grad_clip_norm if self.grad_clip_norm > 0 else math.inf)
+    return gnorm, ~(torch.isfinite(loss.detach()) & torch.isfinite(gnorm))
+
+def _trainer_record(self:Trainer, epoch:int, b:int, nb:int, lr:float, stats:torch.Tensor):
+    "Queue one step's (loss, grad norm, skipped, correct) in the device buffer; `_flush` reads it."
+    self._buf[len(self._pending)].copy_(stats)
+    self.global_step += 1
+    self._pending.append((self.global_step, epoch, b, nb, lr))
+    self.samples_trained += nb
+
+def _trainer_scheduler_step(self:Trainer):
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)  # "scheduler.step() before optimizer.step()" after a skipped first step
+        self.scheduler.step()
+
+Trainer._loss, Trainer._clip_and_guard, Trainer._record, Trainer._scheduler_step = (
+    _trainer_loss, _trainer_clip_and_guard, _trainer_record, _trainer_scheduler_step)
+
 # %% ../nbs/10_train.ipynb #6c7d6baa
 def _trainer_step(self:Trainer, epoch:int, b:int, idx:torch.Tensor):
     "One optimisation step on the global batch `idx` (in a distributed run this rank trains on its share of it)."
+    g = self._graphs
+    if g is not None and g.ready(int(idx.numel()), self.batch_size): return self._graph_step(epoch, b, idx)
     local = idx if self.dist_ctx is None else rank_share(idx, self.rank, self.world_size)
     xb, yb = self.train_src.get(local)
     nb = int(idx.numel())
     lr = float(self.optimizer.param_groups[0]['lr'])
+    if g is not None and g.captured: self.optimizer.zero_grad(set_to_none=True)  # never accumulate into the graph's gradients
     with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
         logits = self._fwd(xb)
     logits = logits.float()
     if self.dist_ctx is None:
-        if self.horizons is not None: loss, mh_correct = _horizon_loss(self, logits, yb)   # weighted sum over horizons
-        elif self.task == 'classification': loss = F.cross_entropy(logits, yb, weight=self.weight_tensor)
-        elif self.loss_name == 'mse': loss = F.mse_loss(logits.squeeze(-1), yb)
-        else: loss = F.huber_loss(logits.squeeze(-1), yb)
+        loss, correct = self._loss(logits, yb)
         loss.backward()
-    else: loss, ddp_correct, ddp_bad = self._ddp_backward(logits, yb, idx, nb)
+    else: loss, correct, ddp_bad = self._ddp_backward(logits, yb, idx, nb)
     info = None
     if self.callbacks:
         info = StepInfo(self.global_step + 1, epoch, b, nb, lr, xb, yb, logits.detach(), loss.detach(), indices=local)
         self._call('on_after_backward', info)
-    gnorm = torch.nn.utils.clip_grad_norm_(self._params, self.grad_clip_norm if self.grad_clip_norm > 0 else math.inf)
-    bad = ~(torch.isfinite(loss.detach()) & torch.isfinite(gnorm))
+    gnorm, bad = self._clip_and_guard(loss)
     if self.dist_ctx is not None: bad = bad | ddp_bad  # agreed by every rank: all skip together
     if info is not None:
         info.grad_norm, info.skipped = gnorm.detach(), bad
@@ -796,18 +826,10 @@ def _trainer_step(self:Trainer, epoch:int, b:int, idx:torch.Tensor):
         self._found_inf.copy_(bad)
         self.optimizer.step()
     elif not bool(bad): self.optimizer.step()  # no fused kernel on this device: a host check is the only way
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', UserWarning)  # "scheduler.step() before optimizer.step()" after a skipped first step
-        self.scheduler.step()
+    self._scheduler_step()
     self.optimizer.zero_grad(set_to_none=True)
-    if self.dist_ctx is not None: correct = ddp_correct
-    elif self.horizons is not None: correct = mh_correct
-    elif self.task == 'classification': correct = (logits.detach().argmax(-1) == yb).sum().float()
-    else: correct = torch.zeros((), device=self.device)
-    self._buf[len(self._pending)] = torch.stack([loss.detach(), gnorm.detach().float(), bad.float(), correct])
-    self.global_step += 1
-    self._pending.append((self.global_step, epoch, b, nb, lr))
-    self.samples_trained += nb
+    self._record(epoch, b, nb, lr, torch.stack([loss.detach(), gnorm.detach().float(), bad.float(), correct]))
+    if g is not None: g.eager_steps += 1
     if info is not None: self._call('on_step', info)
 
 def _trainer_flush(self:Trainer):
@@ -857,6 +879,99 @@ def _trainer_ddp_backward(self:Trainer, logits:torch.Tensor, yb:torch.Tensor, id
     return stats[0], stats[1], stats[2] > 0
 
 Trainer._step, Trainer._flush, Trainer._ddp_backward = _trainer_step, _trainer_flush, _trainer_ddp_backward
+
+# %% ../nbs/10_train.ipynb #85850a51
+class _CudaGraphRecorder:
+    "Record a function's CUDA work once (`torch.cuda.graph`) and replay it."
+    def capture(self, body):
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph): return body()
+    def replay(self): self.graph.replay()
+
+_GRAPH_RECORDERS = {'cuda': _CudaGraphRecorder}   # device type -> recorder
+
+class _StepGraph:
+    "A full-size training step recorded once and replayed: static index (or batch) buffers in, a static history row out."
+    warmup_steps = 3  # eager steps before recording: handles, optimiser state and allocator warm
+    def __init__(self, recorder):
+        self.recorder, self.captured, self.failed, self.eager_steps, self.replays = recorder, False, None, 0, 0
+    def ready(self, n:int, batch_size:int)->bool:
+        "Whether a step of `n` samples runs from the graph (recording it first if needed)."
+        return self.failed is None and n == batch_size and self.eager_steps >= self.warmup_steps
+
+def _has_per_step_hook(cb)->bool:
+    "A callback that must run inside the step (it overrides on_after_backward, on_before_optimizer_step or on_step)."
+    return any(getattr(type(cb), h, None) not in (None, getattr(TrainerCallback, h)) or h in getattr(cb, '__dict__', {})
+               for h in ('on_after_backward', 'on_before_optimizer_step', 'on_step'))
+
+def _graph_blockers(self:Trainer)->list:
+    "Why steps cannot be replayed from a CUDA graph in this run (empty: they can)."
+    why = []
+    if not self.cuda_graphs: why.append('cuda_graphs=False')
+    if self.device.type not in _GRAPH_RECORDERS: why.append(f'device {self.device.type!r} (CUDA only)')
+    if self.dist_ctx is not None: why.append('a distributed run')
+    if self._found_inf is None: why.append('no fused AdamW')
+    hooks = [type(c).__name__ for c in self.callbacks if _has_per_step_hook(c)]
+    if hooks: why.append(f'per-step callbacks {hooks}')
+    return why
+
+Trainer._graph_blockers = _graph_blockers
+
+# %% ../nbs/10_train.ipynb #f10180f5
+def _trainer_graph_body(self:Trainer)->torch.Tensor:
+    "The recorded step: batch from the static buffers, forward, loss, backward, clip, guard, fused AdamW; returns the history row."
+    g, groups = self._graphs, self.optimizer.param_groups
+    saved = [(p['lr'], p['capturable']) for p in groups]
+    try:
+        for p, t in zip(groups, g.lr): p['lr'], p['capturable'] = t, True   # AdamW reads the lr from the device at replay
+        self.optimizer.zero_grad(set_to_none=True)   # gradients are written, never accumulated
+        xb, yb = self.train_src.get(g.idx) if g.x is None else (g.x, g.y)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self._fwd(xb)
+        loss, correct = self._loss(logits.float(), yb)
+        loss.backward()
+        gnorm, bad = self._clip_and_guard(loss)
+        self._found_inf.copy_(bad)
+        self.optimizer.step()
+        return torch.stack([loss.detach(), gnorm.detach().float(), bad.float(), correct])
+    finally:
+        for p, (lr, cap) in zip(groups, saved): p['lr'], p['capturable'] = lr, cap
+
+def _trainer_graph_capture(self:Trainer, idx:torch.Tensor):
+    "Allocate the static buffers and record the step (nothing runs yet); on failure warn and train eagerly from here on."
+    g = self._graphs
+    g.idx, g.x, g.y = idx.clone(), None, None
+    if isinstance(self.train_src, _DatasetSource) or self.train_src.index_device.type != self.device.type:
+        # batches gathered by Python code or on the host: the gathered batch is the recorded step's input
+        g.x, g.y = (t.clone() for t in self.train_src.get(idx))
+    dt = torch.float32 if self.device.type == 'cuda' else torch.float64  # the fused CUDA kernel reads a float32 lr
+    g.lr = [torch.tensor(float(p['lr']), dtype=dt, device=self.device) for p in self.optimizer.param_groups]
+    self.optimizer.zero_grad(set_to_none=True)
+    try: g.stats = g.recorder.capture(self._graph_body)
+    except Exception as e:
+        self.optimizer.zero_grad(set_to_none=True)
+        g.failed = f"{type(e).__name__}: {e}"
+        warnings.warn(f"recording the training step as a CUDA graph failed, training continues eagerly ({g.failed[:300]})", RuntimeWarning)
+    else: g.captured = True
+
+def _trainer_graph_step(self:Trainer, epoch:int, b:int, idx:torch.Tensor):
+    "One full-size step replayed from the graph (recorded at the first call)."
+    g = self._graphs
+    if not g.captured:
+        self._graph_capture(idx)
+        if not g.captured: return self._step(epoch, b, idx)   # g.failed: eager from now on
+    nb, lr = int(idx.numel()), float(self.optimizer.param_groups[0]['lr'])
+    if g.x is None: g.idx.copy_(idx)
+    else:
+        xb, yb = self.train_src.get(idx)
+        g.x.copy_(xb); g.y.copy_(yb)
+    for t, p in zip(g.lr, self.optimizer.param_groups): t.fill_(p['lr'])
+    g.recorder.replay()
+    g.replays += 1
+    self._scheduler_step()
+    self._record(epoch, b, nb, lr, g.stats)
+
+Trainer._graph_body, Trainer._graph_capture, Trainer._graph_step = _trainer_graph_body, _trainer_graph_capture, _trainer_graph_step
 
 # %% ../nbs/10_train.ipynb #a9430921
 @torch.no_grad()
@@ -1069,6 +1184,8 @@ def _trainer_result(self:Trainer, t_start:float, reason:str)->TrainResult:
               'loss': self.loss_name, 'early_stopping_patience': self.patience, 'max_bad_steps': self.max_bad_steps,
               'seed': self.seed, 'bf16': self.amp, 'steps_per_epoch': self.steps_per_epoch, 'last_batch': self.last_batch, 'sync_every_steps': self.sync_every,
               'fused_optimizer': self._found_inf is not None, 'model_config': self.model_config,
+              'cuda_graph_steps': 0 if self._graphs is None else self._graphs.replays,
+              'cuda_graphs_off': '; '.join(self._graphs_off) if self._graphs is None else self._graphs.failed,
               **({'horizons': list(self.horizons), 'horizon_weights': self.horizon_weights} if self.horizons is not None else {})}
     if self.dist_ctx is not None: params.update(world_size=self.world_size, per_rank_batch_size=self.batch_size // self.world_size)
     return TrainResult(model=self.model, history=history, epochs=epochs,
@@ -1085,8 +1202,10 @@ def _trainer_result(self:Trainer, t_start:float, reason:str)->TrainResult:
 def _trainer_fit(self:Trainer)->TrainResult:
     "Run the training; returns a `TrainResult` (raises `TrainingDivergedError` carrying the partial one)."
     t_start = time.perf_counter()
-    self._pbar = None
+    self._pbar, self._graphs = None, None
     self._setup()
+    self._graphs_off = self._graph_blockers()
+    if not self._graphs_off: self._graphs = _StepGraph(_GRAPH_RECORDERS[self.device.type]())
     self._call('on_train_begin')
     S, bs, n = self.steps_per_epoch, self.batch_size, self.train_src.n
     self._pbar = tqdm(total=self.total_steps, initial=self.global_step, disable=not (self.progress and self.is_main),
