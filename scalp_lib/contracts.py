@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from .config import ScalpLibError, InstrumentSpec, get_instrument, section_defaults
-from .data import OHLCV, load_bars, session_dates, demo_bars
+from .data import OHLCV, DataQualityReport, load_bars, session_dates, demo_bars
 from .exchange_calendar import business_day_offset, is_business_day
 from .vendors import is_dbn, read_dbn
 
@@ -152,7 +152,7 @@ def _code_from_name(path:Path)->str|None:
     return ''.join(m.groups()) if m else None
 
 def _is_loaded(x)->bool:
-    return isinstance(x, pd.DataFrame) and 'quality' in x.attrs and isinstance(x.index, pd.DatetimeIndex) and x.index.tz is not None
+    return isinstance(x, pd.DataFrame) and isinstance(x.attrs.get('quality'), DataQualityReport) and isinstance(x.index, pd.DatetimeIndex) and x.index.tz is not None
 
 def load_contracts(sources, # dict {code: path or frame}, list of paths named by code, or one frame/path with a contract column
                    *, contract_column:str|None=None, # name of the contract column (default: contract, symbol or ticker)

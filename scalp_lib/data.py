@@ -166,10 +166,19 @@ class QualityIssue:
     detail: str = ''           # a sentence for people
     examples: pd.DataFrame|None = None  # up to `max_examples` rows, with the file line (or row) they came from
 
+# %% ../nbs/01_data.ipynb #ec151e67
+def _jsonable(x):
+    "`x` with numpy scalars as Python numbers, time stamps and other objects as strings, containers recursively."
+    if isinstance(x, dict): return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)): return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic): return x.item()
+    if x is None or isinstance(x, (str, bool, int, float)): return x
+    return str(x)
+
 # %% ../nbs/01_data.ipynb #5a14790b
-@dataclass
-class DataQualityReport:
-    "What validation found in a bar source, and what the policy did about it."
+@dataclass(eq=False)
+class DataQualityReport(dict):
+    "What validation found in a bar source, and what the policy did about it; as a dict, its JSON-able summary."
     source: str
     policy: str
     n_rows_in: int
@@ -212,6 +221,17 @@ class DataQualityReport:
         return (f"{self.source}: {self.n_rows_in:,} rows in, {self.n_rows_out:,} out ({self.n_dropped:,} dropped) "
                 f"under policy '{self.policy}'; errors: {errs}; warnings: {warns}")
     def __str__(self): return self.summary()
+    # identity, not value: pandas compares attrs in `concat` and deep-copies them on every slice
+    __eq__, __ne__, __hash__ = object.__eq__, object.__ne__, object.__hash__
+    def to_dict(self)->dict:
+        "JSON-able summary: source, policy, rows in and out, ok, rows per check, dropped, fixed, notes, stamp convention."
+        stamp = {k: v for k, v in self.stamp.items() if isinstance(v, (str, bool, int, float)) or v is None}
+        return _jsonable(dict(source=self.source, policy=self.policy, n_rows_in=self.n_rows_in, n_rows_out=self.n_rows_out,
+                              ok=self.ok, counts=self.counts, dropped=self.dropped, fixed=self.fixed, notes=self.notes, stamp=stamp))
+    def _sync(self):
+        "Refresh the dict content from the fields (called when the report is attached to a frame)."
+        dict.clear(self); dict.update(self, self.to_dict())
+        return self
 
 # %% ../nbs/01_data.ipynb #1841686d
 _THOUSANDS = r'^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$'
@@ -749,7 +769,9 @@ _ALIASES = {'open': ('open', 'o', 'first', 'open_price', 'opening_price'),
             'high': ('high', 'h', 'max', 'high_price'),
             'low': ('low', 'l', 'min', 'low_price'),
             'close': ('close', 'c', 'last', 'close_price', 'settle', 'closing_price'),
-            'volume': ('volume', 'vol', 'v', 'qty', 'quantity', 'size', 'total_volume')}
+            'volume': ('volume', 'vol', 'v', 'qty', 'quantity', 'size', 'period_volume', 'periodvolume',
+                       'total_volume', 'totalvolume')}   # a bar's own volume (IQFeed: PeriodVolume) before a total
+_TOTAL_VOLUME = ('total_volume', 'totalvolume')
 _TS_NAMES = ('timestamp', 'datetime', 'date_time', 'time_stamp', 'ts_event', 'ts', 'dt', 'time', 'date', 'bar_time',
              'gmt_time', 'local_time')
 
@@ -910,6 +932,18 @@ def _read_source(source, # path (CSV in any layout, Parquet, DBN) or a DataFrame
     raw.attrs['source'] = str(path)
     return raw, str(path)
 
+def _refuse_running_total(values, column:str, source:str):
+    "Raise when a 'total volume' column is a running total (IQFeed's TotalVolume): non-decreasing almost everywhere."
+    v, _, _ = _coerce_numeric(pd.Series(values))
+    d = np.diff(v.to_numpy(np.float64))
+    d = d[np.isfinite(d)]
+    if len(d) < 20: return
+    falls, rises = float((d < 0).mean()), float((d > 0).mean())
+    if falls < 0.01 and rises > 0.1:   # a running total falls only where it restarts (once a session)
+        raise DataValidationError(f"{source}: the volume column {column!r} is a running total (it falls from one row "
+                                  f"to the next in only {falls:.2%} of rows), not each bar's volume; give the per-bar "
+                                  "volume column (IQFeed: PeriodVolume) or rename it to 'volume'")
+
 def _standard_frame(raw:pd.DataFrame, spec:InstrumentSpec, tz, ts_offset, notes:list, date_order:str|None=None)->pd.DataFrame:
     "OHLCV columns (raw dtypes) on a DatetimeIndex in source order."
     cols = {}
@@ -925,6 +959,9 @@ def _standard_frame(raw:pd.DataFrame, spec:InstrumentSpec, tz, ts_offset, notes:
     if missing:
         raise DataValidationError(f"no {'/'.join(missing)} column found (looked for {', '.join(_ALIASES[missing[0]])} in any case); "
                                   f"columns present: {list(raw.columns)}")
+    if picked['volume'] is not None and _norm(picked['volume']) in _TOTAL_VOLUME:
+        _refuse_running_total(columns['volume'], picked['volume'], str(raw.attrs.get('source', 'DataFrame')))
+        notes.append(f"volume read from the column {picked['volume']!r} (checked: not a running total)")
     idx = _parse_timestamps(raw, cols, spec, tz, ts_offset, notes, date_order, where=str(raw.attrs.get('source', 'time stamps')))
     frame = pd.DataFrame({k: columns[k] for k in OHLCV}, index=idx)
     frame.index.name = 'timestamp'
@@ -993,7 +1030,7 @@ def load_bars(source, # path to CSV (any layout) / Parquet / DBN, or a DataFrame
     if not len(out): raise DataValidationError(f"{name}: no valid rows left after validation; {report.summary()}", report)
     out = out.copy()
     report.repaired = None  # the frame itself is the repaired data; pandas deep-copies attrs on every slice
-    out.attrs = {'instrument': spec.symbol, 'source': name, 'quality': report}
+    out.attrs = {'instrument': spec.symbol, 'source': name, 'quality': report._sync()}
     return out
 
 # %% ../nbs/01_data.ipynb #23d5bc74
@@ -1230,7 +1267,7 @@ def load_ticks(source, # path to trades: CSV (any layout), Parquet, DBN trades s
     out.index.name = 'timestamp'
     report.n_rows_out = len(out)
     _after_repair(report, source, fail_on_repair)
-    out.attrs = {'instrument': spec.symbol, 'source': name, 'quality': report}
+    out.attrs = {'instrument': spec.symbol, 'source': name, 'quality': report._sync()}
     return out
 
 # %% ../nbs/01_data.ipynb #1eb398ef

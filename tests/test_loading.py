@@ -284,3 +284,69 @@ def test_dbn_trades_round_trip_through_load_ticks(shared_data, tmp_path):
     back = load_ticks(p)
     assert back.attrs["instrument"] == "ES"
     pd.testing.assert_frame_equal(back, t)
+
+
+# ---------------------------------------------------------------- loaded bars in pandas: concat, Parquet; more vendors
+
+def test_loaded_bars_concatenate(es, tmp_path):
+    # pandas compares the frames' attrs in concat; equal sources used to reach the reports' value comparison and fail
+    frames = [pd.read_csv(write_layout(es.iloc[k:k + 400], tmp_path / f"{k}.csv", "vendor_header")) for k in (0, 400)]
+    a, b = (load_bars(f, tz="UTC", instrument="ES") for f in frames)    # both sourced 'DataFrame'
+    both = pd.concat([a, b])
+    pd.testing.assert_frame_equal(both, es.iloc[:800], check_freq=False)
+    assert "quality" not in both.attrs                        # two reports: the concatenation carries neither
+    assert a.attrs["quality"] != b.attrs["quality"] and a.attrs["quality"] == a.attrs["quality"]
+    f = load_bars(write_layout(es.iloc[:400], tmp_path / "f.txt", "ninjatrader"), tz="UTC", instrument="ES")
+    again = pd.concat([f.iloc[:100], f.iloc[300:], load_bars(tmp_path / "f.txt", tz="UTC", instrument="ES")])   # slices, reload
+    assert len(again) == 600 and again["close"].iloc[-1] == es["close"].iloc[399]
+
+
+def test_loaded_bars_round_trip_through_parquet(es, tmp_path):
+    bars = load_bars(write_layout(es.iloc[:500], tmp_path / "a.csv", "firstrate"), tz="UTC", instrument="ES")
+    bars.to_parquet(tmp_path / "bars.parquet")
+    back = pd.read_parquet(tmp_path / "bars.parquet")
+    pd.testing.assert_frame_equal(back, es.iloc[:500], check_freq=False)
+    assert str(back.index.tz) == "America/Chicago"
+    q = back.attrs["quality"]                                # the report's JSON summary travels in the file
+    assert (q["n_rows_in"], q["n_rows_out"], q["ok"], q["dropped"]) == (500, 500, True, {})
+    assert q["counts"]["duplicate_timestamp"] == 0 and q["source"].endswith("a.csv")
+
+
+def _iqfeed(bars, path, period=True):
+    "IQFeed-style header export: TimeStamp, High, Low, Open, Close, Total Volume (running, per UTC day), Period Volume."
+    utc = bars.index.tz_convert("UTC")
+    vol = bars["volume"].astype("int64")
+    df = pd.DataFrame({"TimeStamp": utc.strftime("%Y-%m-%d %H:%M:%S"), "High": bars["high"].to_numpy(),
+                       "Low": bars["low"].to_numpy(), "Open": bars["open"].to_numpy(), "Close": bars["close"].to_numpy(),
+                       "Total Volume": vol.groupby(utc.date).cumsum().to_numpy()})
+    if period: df["Period Volume"] = vol.to_numpy()
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_an_iqfeed_export_of_real_bars_takes_each_bars_own_volume(es, tmp_path):
+    b = load_bars(_iqfeed(es.iloc[:600], tmp_path / "iq.csv"), tz="UTC", instrument="ES")
+    pd.testing.assert_frame_equal(b, es.iloc[:600])   # volume from Period Volume, not the running Total Volume
+
+
+def test_a_running_total_volume_column_is_refused_with_its_name(es, tmp_path):
+    p = _iqfeed(es.iloc[:600], tmp_path / "iq_total.csv", period=False)
+    with pytest.raises(DataValidationError, match=r"'Total Volume' is a running total.*PeriodVolume"):
+        load_bars(p, tz="UTC", instrument="ES")
+    per_bar = es.iloc[:600].rename(columns={"volume": "Total Volume"})   # a per-bar column under that name is kept
+    per_bar.index = per_bar.index.tz_convert("UTC").tz_localize(None)
+    b = load_bars(per_bar.rename_axis("timestamp").reset_index(), tz="UTC", instrument="ES")
+    assert b["volume"].tolist() == es["volume"].iloc[:600].tolist()
+
+
+def test_a_sierra_chart_export_of_real_bars_loads_exactly(es, tmp_path):
+    bars = es.iloc[:600]
+    utc = bars.index.tz_convert("UTC")
+    df = pd.DataFrame({"Date": [f"{t.year}/{t.month}/{t.day}" for t in utc], " Time": [f" {t:%H:%M:%S}.000" for t in utc],
+                       " Open": bars["open"].to_numpy(), " High": bars["high"].to_numpy(), " Low": bars["low"].to_numpy(),
+                       " Last": bars["close"].to_numpy(), " Volume": bars["volume"].astype("int64").to_numpy(),
+                       " NumberOfTrades": 7, " BidVolume": 3, " AskVolume": 4})   # Sierra Chart's names, spaces included
+    df.to_csv(tmp_path / "ESZ25.scid_BarData.txt", index=False)
+    b = load_bars(tmp_path / "ESZ25.scid_BarData.txt", tz="UTC", instrument="ES")
+    pd.testing.assert_frame_equal(b, bars)
+    assert b.attrs["quality"].ok
