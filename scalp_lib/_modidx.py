@@ -631,6 +631,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                    'scalp_lib/features.py'),
                                     'scalp_lib.features.returns_features': ('features.html#returns_features', 'scalp_lib/features.py'),
                                     'scalp_lib.features.rsi_features': ('features.html#rsi_features', 'scalp_lib/features.py'),
+                                    'scalp_lib.features.scheduled_close_minutes': ( 'features.html#scheduled_close_minutes',
+                                                                                    'scalp_lib/features.py'),
                                     'scalp_lib.features.stochastic_features': ( 'features.html#stochastic_features',
                                                                                 'scalp_lib/features.py'),
                                     'scalp_lib.features.time_features': ('features.html#time_features', 'scalp_lib/features.py'),

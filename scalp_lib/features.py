@@ -25,9 +25,9 @@ from .data import OHLCV, load_bars, iter_raw_chunks
 __all__ = ['FeatureError', 'UnknownFeatureGroupError', 'FeatureGroup', 'register_feature_group', 'unregister_feature_group',
            'feature_groups', 'returns_features', 'volatility_features', 'atr_features', 'rsi_features', 'macd_features',
            'bollinger_features', 'stochastic_features', 'zscore_features', 'vwap_features', 'volume_features',
-           'volume_profile_features', 'time_features', 'opening_range_features', 'candle_features', 'channel_features',
-           'FeatureReport', 'ScalpingFeatureEngineer', 'perturb_after', 'causality_violations',
-           'generate_features_chunked']
+           'volume_profile_features', 'scheduled_close_minutes', 'time_features', 'opening_range_features',
+           'candle_features', 'channel_features', 'FeatureReport', 'ScalpingFeatureEngineer', 'perturb_after',
+           'causality_violations', 'generate_features_chunked']
 
 # %% ../nbs/02_features.ipynb #51661806
 class FeatureError(ScalpLibError, ValueError):
@@ -898,23 +898,42 @@ register_feature_group('volume_profile', volume_profile_features, lookback_bars=
 
 # %% ../nbs/02_features.ipynb #30fd5d51
 @_jit
-def _time_kernel(day, since, sod, session_minutes, out):
+def _time_kernel(day, since, sod, close_since_open, out):
     "Rows 2-4: minutes since the open, minutes to the close, the trading date's weekday; returns the minute of the day."
     minute_of_day = np.empty(len(day))
     for i in range(len(day)):
         minute_of_day[i] = float(sod[i] // 3600 * 60 + sod[i] // 60 % 60) + (sod[i] % 60) / 60   # as hour*60 + minute + second/60
         out[2, i] = since[i]
-        out[3, i] = session_minutes - float(since[i])
+        out[3, i] = float(close_since_open[i]) - float(since[i])
         out[4, i] = (day[i] + 3) % 7               # 1970-01-01 was a Thursday (3)
     return minute_of_day
 
+def scheduled_close_minutes(day:np.ndarray, # trading dates as days since 1970-01-01 (int64), as _session_clock gives
+                            spec:InstrumentSpec, # instrument: its exchange calendar, session open and regular length
+                           )->np.ndarray: # int64 minutes from spec.session_open to each date's scheduled close
+    "Minutes from the session open to the scheduled close of each trading date (early closes included), from the exchange calendar."
+    out = np.full(len(day), spec.session_minutes, np.int64)
+    if not len(day): return out
+    from scalp_lib.exchange_calendar import exchange_sessions
+    d0, d1 = (np.datetime64(int(x), 'D') for x in (day.min(), day.max()))
+    sess = exchange_sessions(str(d0), str(d1), spec)
+    if not len(sess): return out
+    close = pd.DatetimeIndex(sess['close']).tz_convert(spec.tz)
+    open_min = spec.session_open.hour * 60 + spec.session_open.minute
+    close_since = ((close.hour * 60 + close.minute).to_numpy(np.int64) - open_min) % 1440
+    cal_days = pd.DatetimeIndex(sess.index).values.astype('datetime64[D]').astype(np.int64)
+    pos = np.clip(np.searchsorted(cal_days, day), 0, len(cal_days) - 1)
+    hit = cal_days[pos] == day
+    out[hit] = close_since[pos[hit]]
+    return out
+
 def time_features(df:pd.DataFrame, # bars
-                  spec:InstrumentSpec, # instrument (exchange time zone, session times)
+                  spec:InstrumentSpec, # instrument (exchange time zone, session times, exchange calendar)
                  )->pd.DataFrame:
-    "Cyclical time of day, minutes since the session open and until its close, and the trading date's weekday (0 = Monday)."
+    "Cyclical time of day, minutes since the session open and until its scheduled close, and the trading date's weekday (0 = Monday)."
     day, since, sod, _ = _session_clock(df.index, spec)
     out = _out(5, len(day))
-    angle = 2 * np.pi * _time_kernel(day, since, sod, float(spec.session_minutes), out) / 1440
+    angle = 2 * np.pi * _time_kernel(day, since, sod, scheduled_close_minutes(day, spec), out) / 1440
     out[0], out[1] = np.sin(angle), np.cos(angle)
     return _frame(out, ['tod_sin', 'tod_cos', 'minutes_since_open', 'minutes_to_close', 'day_of_week'], df.index)
 

@@ -393,9 +393,17 @@ def time_features(df:pd.DataFrame, # bars
     minute_of_day = (local.hour * 60 + local.minute + local.second / 60).to_numpy(np.float64)
     angle = 2 * np.pi * minute_of_day / 1440
     since = minutes_since_open(df.index, spec).astype(np.float64)
-    weekday = (session_dates(df.index, spec).astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday (3)
+    dates = session_dates(df.index, spec)
+    weekday = (dates.astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday (3)
+    # the scheduled close of each trading date (early closes included); the regular length on dates without a session
+    from scalp_lib.exchange_calendar import exchange_sessions
+    sess = exchange_sessions(str(dates.min()), str(dates.max()), spec) if len(dates) else None
+    open_at = pd.Timedelta(hours=spec.session_open.hour, minutes=spec.session_open.minute)
+    length = {} if sess is None else {d.date(): ((c.tz_convert(spec.tz).tz_localize(None) - c.tz_convert(spec.tz).tz_localize(None).normalize()
+                                                   - open_at) // pd.Timedelta(minutes=1)) % 1440 for d, c in sess['close'].items()}
+    close_since = np.array([length.get(d, spec.session_minutes) for d in pd.DatetimeIndex(dates).date], np.float64)
     return pd.DataFrame({'tod_sin': np.sin(angle), 'tod_cos': np.cos(angle), 'minutes_since_open': since,
-                         'minutes_to_close': spec.session_minutes - since, 'day_of_week': weekday.astype(np.float64)},
+                         'minutes_to_close': close_since - since, 'day_of_week': weekday.astype(np.float64)},
                         index=df.index, copy=False)
 
 register_feature_group('time', time_features, lookback_bars=0)

@@ -364,3 +364,15 @@ def test_session_clock_matches_the_data_module(es_bars):
         np.testing.assert_array_equal(start, ref._session_start_rows(session_dates(idx, spec)))
         local = idx.tz_convert(spec.tz)
         np.testing.assert_array_equal(sod, (local.hour * 3600 + local.minute * 60 + local.second).to_numpy())
+
+
+def test_minutes_to_close_counts_to_the_scheduled_early_close_real_es(es_bars):
+    # Labor Day 2025 is a holiday session on CME Globex: it closes at 12:00 Chicago, not 16:00 (1,140 minutes)
+    from scalp_lib.config import get_instrument
+    from scalp_lib.features import time_features
+    f = time_features(es_bars.loc["2025-08-31 17:00":"2025-09-02 16:59"], get_instrument("ES"))["minutes_to_close"]
+    assert f.loc["2025-09-01 11:00":"2025-09-01 11:59"].tolist() == [float(m) for m in range(60, 0, -1)]
+    assert f.loc["2025-09-02 15:00":"2025-09-02 15:59"].tolist() == [float(m) for m in range(60, 0, -1)]  # a regular day
+    after = f.loc["2025-09-01 12:00":"2025-09-01 15:59"]      # bars the file holds after the early close: negative
+    assert len(after) == 240 and after.iloc[0] == 0.0 and after.iloc[-1] == -239.0
+    assert f.loc["2025-08-31 17:00"] == 1140.0                # the session's first bar: the whole shortened session ahead
