@@ -154,7 +154,7 @@ class SequenceDataset(Dataset):
                  seq_length:int|None=None, # window length L; default settings [sequences] seq_length
                  *,
                  valid_starts=None, # int array of allowed window starts (see valid_window_starts); default all
-                 align:str='seed', # 'seed': target row s+L (the seed's rule); 'label_bar': target row s+L-1
+                 align:str='seed', # 'seed': target row s+L (the original system's rule); 'label_bar': target row s+L-1
                 ):
         self.features = _as_feature_matrix(features)
         n = self.features.shape[0]
