@@ -1348,6 +1348,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'scalp_lib.study._tell': ('study.html#_tell', 'scalp_lib/study.py'),
                                  'scalp_lib.study._uses_budget': ('study.html#_uses_budget', 'scalp_lib/study.py'),
                                  'scalp_lib.study._utc_now': ('study.html#_utc_now', 'scalp_lib/study.py'),
+                                 'scalp_lib.study._validation_sharpe': ('study.html#_validation_sharpe', 'scalp_lib/study.py'),
                                  'scalp_lib.study._worker_process': ('study.html#_worker_process', 'scalp_lib/study.py'),
                                  'scalp_lib.study.cscv': ('study.html#cscv', 'scalp_lib/study.py'),
                                  'scalp_lib.study.demo_study_config': ('study.html#demo_study_config', 'scalp_lib/study.py'),

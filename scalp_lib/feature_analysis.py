@@ -478,10 +478,12 @@ def plot_stationarity(features:pd.DataFrame, # numeric features with a tz-aware 
                       top:int=6, # features with the largest mean drift
                       instrument:str|InstrumentSpec|None=None, # session calendar
                       source:str='', # source line
+                      kinds:pd.Series|None=None, # feature_kinds(features); binary and calendar features are left out
                      )->plt.Figure:
     "Per-session mean and standard deviation of the most drifting features, in units of their overall s.d."
     X = _numeric_frame(features)
-    names = [n for n in table.index if np.isfinite(table.loc[n, 'mean_drift'])][:top]
+    exempt = set() if kinds is None else set(kinds.index[kinds.isin(['binary', 'calendar'])])
+    names = [n for n in table.index if np.isfinite(table.loc[n, 'mean_drift']) and n not in exempt][:top]
     groups = _session_groups(X.index, instrument)
     key = pd.to_datetime(groups) if groups is not None else np.arange(len(X)) // max(len(X) // 20, 1)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 3.8))
@@ -497,7 +499,7 @@ def plot_stationarity(features:pd.DataFrame, # numeric features with a tz-aware 
     a1.axhline(0, color='0.3', lw=0.8); a2.axhline(1, color='0.3', lw=0.8)
     a1.legend(fontsize=7, loc='best')
     for a in (a1, a2): a.tick_params(axis='x', rotation=30, labelsize=8)
-    fig.suptitle(f'Drift of the {len(names)} features with the largest mean drift', fontweight='bold')
+    fig.suptitle(f"Drift of the {len(names)} {'continuous ' if kinds is not None else ''}features with the largest mean drift", fontweight='bold')
     add_source(fig, source or 'Source: scalp_lib.feature_analysis.stationarity_table')
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig

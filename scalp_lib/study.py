@@ -699,9 +699,16 @@ class _Heartbeat:
     def __exit__(self, *a): self._stop.set(); self._t.join()
 
 # %% ../nbs/18_study.ipynb #d9a2a44c
-def _objective_value(objective:str, bt, folds:FoldsResult)->float:
-    "The maximised objective: annualised Sharpe (0 without trades), net profit in dollars, or minus the mean final validation loss."
-    if objective == 'sharpe': return float(bt.metrics.sharpe) if np.isfinite(bt.metrics.sharpe) else 0.0
+def _validation_sharpe(returns:pd.Series)->float:
+    "Annualised Sharpe ratio of per-session returns, not withheld for a short period (NaN without variation)."
+    if len(returns) < 2: return float('nan')
+    return sharpe_ratio(returns.to_numpy(np.float64), periods_per_year(returns.index.values.astype('datetime64[D]'))[0])
+
+def _objective_value(objective:str, bt, folds:FoldsResult, returns:pd.Series)->float:
+    "The maximised objective: annualised Sharpe of the validation sessions (0 without trades), net profit in dollars, or minus the mean final validation loss."
+    if objective == 'sharpe':
+        sr = _validation_sharpe(returns)       # trials are compared on the same sessions: the backtest's small-sample gate would make every trial 0
+        return sr if np.isfinite(sr) else 0.0
     if objective == 'net_profit': return float(bt.metrics.net_profit)
     v = folds.folds['val_loss'].to_numpy(np.float64)
     if not np.isfinite(v).all(): raise StudyError("objective neg_val_loss: a fold had no labelled validation window")
@@ -738,9 +745,9 @@ def run_trial(cfg:StudyConfig, # resolved study config
         spl = _pl._as_splitter(dict(cfg.validation), prep)
         with mon('folds'): fr = run_folds(pcfg, prep, spl, td, callbacks=[PruningCallback(trial)])
         with mon('backtest'): bt, rets = period_backtest(prep, fr.predictions, pcfg, fr.first_row, fr.stop_row)
-        value = _objective_value(cfg.objective, bt, fr)
+        value = _objective_value(cfg.objective, bt, fr, rets)
         m = bt.metrics
-        metrics = {'objective': value, 'sharpe': m.sharpe, 'net_profit_dollars': m.net_profit, 'n_trades': m.n_trades,
+        metrics = {'objective': value, 'sharpe': _validation_sharpe(rets), 'net_profit_dollars': m.net_profit, 'n_trades': m.n_trades,
                    'max_drawdown_dollars': m.max_drawdown_dollars, 'win_rate_pct': m.win_rate_pct,
                    'val_loss': float(fr.folds['val_loss'].mean()), **{f'val_{k}': v for k, v in _pl._labelled_metrics(fr.predictions).items()}}
         fr.predictions.to_parquet(td/'predictions.parquet', index=False)

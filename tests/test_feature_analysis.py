@@ -89,6 +89,13 @@ def test_binary_and_calendar_features_are_never_flagged(feats):
     assert not d.loc[['rare', 'weekday_copy', 'day_of_week', 'tod_sin'], 'flagged'].any()
     assert d.loc[['rare', 'weekday_copy', 'day_of_week', 'tod_sin'], 'exempt'].all()
     assert d.loc['trend', 'flagged'] and d.loc['trend', 'kind'] == 'continuous'
+    # the stationarity figure draws the most drifting continuous features, not the weekday that drifts by construction
+    import matplotlib.pyplot as plt
+    st = fa.stationarity_table(Y[['weekday_copy', 'log_ret_1', 'log_ret_5', 'rare']], adf_max_rows=200)
+    assert st.index[0] == 'weekday_copy'                                  # the weekday drifts most here
+    fig = fa.plot_stationarity(Y, st, top=2, kinds=k2)
+    assert fig.axes[0].get_legend_handles_labels()[1] == [c for c in st.index if c.startswith('log_ret')]
+    plt.close(fig)
 
 
 def test_drift_is_flagged_by_size_not_by_p_value():

@@ -33,6 +33,8 @@ def test_report_renders_html_with_code_hidden(tmp_path, name):
     assert "data:image/png;base64" in html          # figures embedded: self-contained
     assert "jp-mod-noInput" in html and "from scalp_lib" not in html  # code hidden
     assert "Traceback" not in html
+    if name == "study":   # a test period shorter than settings [metrics] min_sessions: its Sharpe ratio is said to be withheld
+        assert re.search(r"Sharpe ratio and PSR withheld \(\d+ &lt; 20 sessions\)", html) and "Sharpe ratio n/a" not in html
 
 
 def test_data_quality_on_the_real_es_file(tmp_path, shared_data):
@@ -353,6 +355,11 @@ def test_training_report_numbers_are_the_librarys_on_the_same_data(tmp_path):
             for tr in t.find_all("tr")]
     overall = next(r for r in rows if r[:2] == ["all", "all"])
     assert overall[2] == f"{len(main.data.targets['test'])}" and overall[4] == f"{100 * acc:.1f}%"   # windows, share %, accuracy
+    # a regime with too few bootstrap blocks gets no interval and no verdict
+    verdicts = {"beats", "worse than", "indistinguishable from", "no claim (few windows)"}
+    reg = [r for r in rows if r and r[-1] in verdicts and ("True" in r or "False" in r)]
+    assert any("True" in r for r in reg) and any("False" in r for r in reg)
+    assert all((r[-1] == "no claim (few windows)") == ("True" in r) for r in reg)
     # the epoch-boundary statement reads the main run's own history
     last = main.result.history.groupby("epoch").batch_size.last()
     assert f"the last batch holds {', '.join(sorted({f'{v:,}' for v in last}))} windows" in text

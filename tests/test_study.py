@@ -163,6 +163,19 @@ def test_study_dsr_counts_complete_and_pruned_trials(demo_study):
 
 # ---------------------------------------------------------------- the objective and pruning
 
+def test_sharpe_objective_is_the_validation_returns_sharpe_even_for_a_short_period(demo_study):
+    "Fewer validation sessions than the backtest's minimum for annualised figures must not make every trial score 0."
+    from scalp_lib.metrics import periods_per_year, sharpe_ratio
+    res = demo_study
+    done = res.trials[res.trials["state"] == "COMPLETE"]
+    assert len(res.returns) < 20                                  # below settings [metrics] min_sessions
+    for n, row in done.iterrows():
+        r = res.returns[n].dropna()
+        sr = sharpe_ratio(r.to_numpy(), periods_per_year(pd.to_datetime(r.index).values.astype("datetime64[D]"))[0])
+        assert row["value"] == pytest.approx(sr if np.isfinite(sr) else 0.0, rel=1e-9, abs=1e-12)
+        assert row["sharpe"] == pytest.approx(sr, rel=1e-9) if np.isfinite(sr) else not np.isfinite(row["sharpe"] or np.nan)
+    assert (done["value"] != 0).any()
+
 def test_pruning_callback_stops_training_and_raises(tmp_path):
     cfg = _cfg(tmp_path, epochs=3).resolved()
     data = prepare_study_data(cfg)
