@@ -544,7 +544,7 @@ def select_horizon(predictions:pd.DataFrame, # a prediction table, one head or s
                    rule:str='mean', # a horizon in bars ('10'), or 'mean' / 'agree' to combine the heads (`combine_horizons`)
                   )->tuple: # (table with p_down, p_flat, p_up from the rule, {'horizons', 'rule', 'hold_bars', 'text'})
     "One head's probabilities or a stated combination of the heads, as the p_down / p_flat / p_up a backtest takes."
-    from .train import combine_horizons
+    from scalp_lib.train import combine_horizons
     hs = prediction_horizons(predictions)
     if hs is None: return predictions, dict(horizons=None, rule='one head', hold_bars=None, text='one head')
     rule = str(rule).strip()
