@@ -52,10 +52,11 @@ __all__ = ['MEMORY_METHOD', 'PROBA_COLUMNS', 'REPLICATE_METRICS', 'PipelineError
            'PredictionMismatchError', 'MissingFeaturesError', 'InstrumentMismatchError', 'InputDimMismatchError',
            'RunMismatchError', 'PipelineConfig', 'StageMonitor', 'write_json', 'read_json', 'library_versions',
            'write_parquet', 'read_bars_chunked', 'read_feature_rows', 'fit_scaler_on_rows', 'write_scaled_matrix',
-           'part_batcher', 'model_id_of', 'predictions_frame', 'proba_for_bars', 'Prepared', 'prepare',
-           'PipelineResult', 'run_pipeline', 'check_checkpoint_for_bars', 'predict_bars', 'WalkForwardResult',
-           'walk_forward', 'model_test_proba', 'model_validation_proba', 'fold_rows', 'backtest_replicates',
-           'expand_grid', 'run_report_batch', 'pipeline_main', 'predict_main', 'report_batch_main']
+           'part_batcher', 'model_id_of', 'predictions_frame', 'proba_for_bars', 'prediction_horizons',
+           'select_horizon', 'Prepared', 'prepare', 'PipelineResult', 'run_pipeline', 'check_checkpoint_for_bars',
+           'predict_bars', 'WalkForwardResult', 'walk_forward', 'model_test_proba', 'model_validation_proba',
+           'fold_rows', 'backtest_replicates', 'expand_grid', 'run_report_batch', 'pipeline_main', 'predict_main',
+           'report_batch_main']
 
 # %% ../nbs/14_pipeline.ipynb #3a8a6b26
 class PipelineError(ScalpLibError, ValueError):
@@ -493,18 +494,25 @@ def model_id_of(path:str|Path)->str:
     return file_sha256(path, cache=False)[:16]
 
 def predictions_frame(timestamps:pd.DatetimeIndex, # bar time stamps, one per prediction
-                      proba:np.ndarray, # (n, 3) class probabilities
+                      proba:np.ndarray, # (n, 3) class probabilities, or (n, n_horizons, 3) from a multi-horizon model
                       model_id:str, # `model_id_of(checkpoint)`
                       labels:np.ndarray|None=None, # true classes (NaN where none)
                       fold:int|None=None, # walk-forward fold number
+                      horizons:list|None=None, # the heads' horizons in bars, needed for (n, n_horizons, 3) probabilities
                      )->pd.DataFrame:
     "The out-of-sample prediction table (see above)."
     proba = np.asarray(proba, np.float32)
-    if proba.ndim != 2 or proba.shape[1] != 3 or len(proba) != len(timestamps):
-        raise PipelineError(f"proba must be ({len(timestamps)}, 3), got {proba.shape}")
-    df = pd.DataFrame({'timestamp': pd.DatetimeIndex(timestamps)})
-    for j, c in enumerate(PROBA_COLUMNS): df[c] = proba[:, j]
-    df['pred_class'] = proba.argmax(axis=1).astype(np.int8)
+    if proba.ndim == 3 and horizons is not None and proba.shape[1:] == (len(horizons), 3) and len(proba) == len(timestamps):
+        df = pd.DataFrame({'timestamp': pd.DatetimeIndex(timestamps)})
+        for k, h in enumerate(horizons):
+            for j, c in enumerate(PROBA_COLUMNS): df[f'{c}_h{int(h)}'] = proba[:, k, j]
+    elif proba.ndim != 2 or proba.shape[1] != 3 or len(proba) != len(timestamps):
+        raise PipelineError(f"proba must be ({len(timestamps)}, 3), or ({len(timestamps)}, n_horizons, 3) with the heads' horizons, "
+                            f"got {proba.shape} and horizons {horizons}")
+    else:
+        df = pd.DataFrame({'timestamp': pd.DatetimeIndex(timestamps)})
+        for j, c in enumerate(PROBA_COLUMNS): df[c] = proba[:, j]
+        df['pred_class'] = proba.argmax(axis=1).astype(np.int8)
     df['label'] = np.full(len(df), np.nan, np.float32) if labels is None else np.asarray(labels, np.float32)
     df['model_id'] = pd.Series([model_id] * len(df), dtype='string')
     if fold is not None: df['fold'] = np.int16(fold)
@@ -524,6 +532,34 @@ def proba_for_bars(predictions:pd.DataFrame, # prediction table (timestamp + p_d
     out = pd.DataFrame(P, index=index, columns=PROBA_COLUMNS)
     out['has_prediction'] = has
     return out
+
+# %% ../nbs/14_pipeline.ipynb #4d92fe15
+def prediction_horizons(predictions:pd.DataFrame, # a prediction table
+                       )->list|None: # the heads' horizons in bars, ascending; None for a one-head table
+    "Horizons of a multi-horizon prediction table (columns p_up_h{h}), None for one head."
+    hs = sorted(int(c[len('p_up_h'):]) for c in predictions.columns if c.startswith('p_up_h') and c[len('p_up_h'):].isdigit())
+    return hs or None
+
+def select_horizon(predictions:pd.DataFrame, # a prediction table, one head or several
+                   rule:str='mean', # a horizon in bars ('10'), or 'mean' / 'agree' to combine the heads (`combine_horizons`)
+                  )->tuple: # (table with p_down, p_flat, p_up from the rule, {'horizons', 'rule', 'hold_bars', 'text'})
+    "One head's probabilities or a stated combination of the heads, as the p_down / p_flat / p_up a backtest takes."
+    from scalp_lib.train import combine_horizons
+    hs = prediction_horizons(predictions)
+    if hs is None: return predictions, dict(horizons=None, rule='one head', hold_bars=None, text='one head')
+    rule = str(rule).strip()
+    P = np.stack([predictions[[f'{c}_h{h}' for c in PROBA_COLUMNS]].to_numpy(np.float64) for h in hs], axis=1)
+    if rule in ('mean', 'agree'):
+        p, hold = combine_horizons(P, hs, combine=rule), max(hs)
+        text = (f"the {'mean of the probabilities' if rule == 'mean' else 'agreement (P(up) and P(down) the smallest over the heads)'} "
+                f"of the heads at {', '.join(map(str, hs))} bars, held for the longest horizon ({hold} bars)")
+    elif rule.isdigit() and int(rule) in hs:
+        hold = int(rule)
+        p, text = combine_horizons(P, hs, horizon=hold), f"the {hold}-bar head of the heads at {', '.join(map(str, hs))} bars"
+    else: raise PipelineConfigError(f"horizon rule {rule!r}: give one of the model's horizons {hs} (bars) or 'mean' or 'agree'")
+    out = predictions.copy()
+    for j, c in enumerate(PROBA_COLUMNS): out[c] = p[:, j]
+    return out, dict(horizons=hs, rule=rule, hold_bars=hold, text=text)
 
 # %% ../nbs/14_pipeline.ipynb #1cdf8145
 @dataclass
@@ -866,7 +902,7 @@ def predict_bars(checkpoint:str|Path, # model.pt written by run_pipeline / walk_
         dummy = np.zeros(len(matrix), np.int8)
         wb = part_batcher(matrix, dummy, starts, L, align, shuffle=False, batch_size=batch_size)
         proba = predict_proba(model, wb, batch_size=batch_size, progress=progress)
-        preds = predictions_frame(index[starts + wb.offset], proba, model_id_of(checkpoint))
+        preds = predictions_frame(index[starts + wb.offset], proba, model_id_of(checkpoint), horizons=ck.get('horizons'))
         del wb, matrix
         return _write_predictions(preds, out_path)
     finally:
@@ -1042,8 +1078,8 @@ def _read_prediction_table(path)->pd.DataFrame:
     if not p.exists(): raise FileNotFoundError(f"prediction file not found: {p}")
     df = _read_parquet(p, 'the prediction file')
     if 'timestamp' not in df.columns: df = df.reset_index()
-    missing = [c for c in ['timestamp', *PROBA_COLUMNS] if c not in df.columns]
-    if missing: raise PipelineError(f"{p} lacks column(s) {missing}; expected timestamp, {', '.join(PROBA_COLUMNS)}")
+    missing = [c for c in ['timestamp', *(PROBA_COLUMNS if prediction_horizons(df) is None else [])] if c not in df.columns]
+    if missing: raise PipelineError(f"{p} lacks column(s) {missing}; expected timestamp, {', '.join(PROBA_COLUMNS)} (or p_down_h{{h}}, ... per horizon)")
     if 'has_prediction' in df.columns: df = df[df['has_prediction'].astype(bool)]
     return df
 
@@ -1128,6 +1164,7 @@ def backtest_replicates(bars:pd.DataFrame, # all bars
                         contracts:int=1, # as for `held_signal`
                         backtest:dict|None=None, # run_backtest keyword arguments (exits, costs, capital, ...)
                         keep=None, # (fold, seed) whose bars, probabilities and results are kept in `runs`; None: the last fold, first seed
+                        signal_filter=None, # f(signal, test bars) -> signal applied to every run's held calls (e.g. `regimes.regime_filter`)
                        )->tuple: # (table: one row per run with fold, seed and REPLICATE_METRICS; runs: {(fold, seed): dict})
     "Train, calibrate on validation, backtest held calls on the test period: once per walk-forward fold x seed."
     from scalp_lib.tearsheet import breakeven_slippage_ticks
@@ -1145,7 +1182,8 @@ def backtest_replicates(bars:pd.DataFrame, # all bars
             thr = threshold_from_quantile(val[PROBA_COLUMNS].to_numpy(np.float64), entry_quantile)
             tb = b[b.index >= pd.Timestamp(test['timestamp'].min())]
             proba = proba_for_bars(test[pd.DatetimeIndex(test['timestamp']).isin(tb.index)], tb.index)[PROBA_COLUMNS].to_numpy()
-            res = run_backtest(tb, held_signal(proba, thr, hold_bars, flat_threshold, contracts, tb.index), **backtest)
+            sig = held_signal(proba, thr, hold_bars, flat_threshold, contracts, tb.index)
+            res = run_backtest(tb, sig if signal_filter is None else signal_filter(sig, tb), **backtest)
             bh = buy_and_hold(tb, **{key: v for key, v in backtest.items() if key in ('instrument', 'commission_per_side_dollars', 'slippage_ticks', 'initial_capital_dollars')},
                               contracts=contracts)
             m = res.metrics

@@ -317,12 +317,14 @@ def held_signal_grid(bars:pd.DataFrame, # OHLC bars
                      flat_threshold:float|None=None, # as for `held_signal`
                      contracts:int=1, # as for `held_signal`
                      metric:str='net_profit', # a PerformanceMetrics field shown in the grid
+                     signal_filter=None, # f(signal) -> signal applied to each cell's held calls (e.g. `regimes.regime_filter`)
                      **kwargs, # everything else for `run_backtest` (instrument, exits, costs, capital)
                     )->pd.DataFrame: # thresholds x slippage; attrs as `sensitivity_grid`'s
     "A metric over entry threshold x slippage for held calls; each cell one backtest, a cell without trades NaN and marked."
     grid, cells = {}, {}
     for thr in entry_thresholds:
         sig = held_signal(proba, thr, hold_bars, flat_threshold, contracts, bars.index)
+        if signal_filter is not None: sig = signal_filter(sig)
         for slip in slippage_ticks:
             m = run_backtest(bars, sig, slippage_ticks=slip, **kwargs).metrics
             grid[(thr, slip)], cells[(thr, slip)] = (getattr(m, metric) if m.n_trades else np.nan), m

@@ -279,3 +279,23 @@ def test_a_table_that_cannot_be_written_names_itself_and_the_file(tmp_path):
     with pytest.raises(ScalpLibError, match=r"could not write the trade ledger to .*trades.parquet"):
         write_parquet(pd.DataFrame({"x": [object()]}), tmp_path / "trades.parquet", what="the trade ledger")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_multi_horizon_prediction_file_is_read_and_its_heads_picked_or_combined(tmp_path):
+    "One set of probability columns per head: read as a prediction file, then one head or a stated combination for the backtest."
+    from scalp_lib.pipeline import model_test_proba, predictions_frame, select_horizon, prediction_horizons, PipelineConfigError, PROBA_COLUMNS
+    from scalp_lib.train import combine_horizons
+    idx = pd.date_range('2024-01-02 08:30', periods=4, freq='min', tz='America/Chicago')
+    rng = np.random.default_rng(0)
+    P = rng.dirichlet(np.ones(3), size=(4, 3))                          # 4 bars, heads at 5, 10, 30 bars
+    predictions_frame(idx, P, 'm', horizons=[5, 10, 30]).to_parquet(tmp_path / 'p.parquet', index=False)
+    preds, _ = model_test_proba(pd.DataFrame(index=idx), predictions_path=tmp_path / 'p.parquet', work_dir=tmp_path / 'w')
+    assert prediction_horizons(preds) == [5, 10, 30] and not set(PROBA_COLUMNS) & set(preds.columns)
+    one, how = select_horizon(preds, '10')
+    np.testing.assert_allclose(one[PROBA_COLUMNS].to_numpy(), P[:, 1], rtol=1e-6)
+    assert how['hold_bars'] == 10
+    agree, how = select_horizon(preds, 'agree')
+    np.testing.assert_allclose(agree[PROBA_COLUMNS].to_numpy(), combine_horizons(P.astype(np.float32), combine='agree'), rtol=1e-6)
+    assert how['hold_bars'] == 30 and 'longest horizon (30 bars)' in how['text']
+    with pytest.raises(PipelineConfigError, match=r"horizons \[5, 10, 30\]"):
+        select_horizon(preds, '15')

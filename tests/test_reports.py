@@ -189,6 +189,28 @@ def _scratch_dirs() -> set:
     return set(Path(tempfile.gettempdir()).glob("backtest_model_*"))
 
 
+def _regime_rows(html_path) -> dict:
+    "The per-regime table of a backtest report: {(kind, regime): [trades, share, net P&L, expectancy, its interval, win rate, ...]}."
+    rows = next(rows for cap, rows in _tables(html_path) if cap and cap[0].startswith("Trades by regime"))
+    out, kind = {}, None
+    for r in rows:
+        if len(r) < 13 or not r[-12].replace(",", "").isdigit(): continue     # header rows
+        if len(r) == 14: kind = r[0]                                          # the first row of a kind names it
+        out[(kind, r[-13])] = r[-12:]
+    return out
+
+
+def _check_regime_rows(rows: dict, table, kind: str):
+    "The page's rows of one regime kind equal scalp_lib.regimes.regime_breakdown's."
+    for lab, r in table.drop(index="all").iterrows():
+        got = rows[(kind, lab)]
+        assert got[0] == f"{r['n_trades']:,}" and got[2] == f"{r['net_profit_dollars']:,.0f}", (kind, lab, got)
+        if r["n_trades"] >= 2:
+            assert got[3:6] == [f"{r[c]:,.2f}" for c in ("expectancy_dollars", "expectancy_ci_low", "expectancy_ci_high")], (kind, lab, got)
+            assert got[6:9] == [f"{r[c]:,.1f}" for c in ("win_rate_pct", "win_rate_ci_low", "win_rate_ci_high")], (kind, lab, got)
+        assert got[-1] == ("few" if r["few"] else ""), (kind, lab, got)
+
+
 def test_backtest_report_tear_sheet_matches_the_library_on_the_rule(tmp_path):
     "21 test sessions of the built-in rule: every headline figure and word, the CSV and the tables equal scalp_lib's own results."
     import numpy as np
@@ -259,6 +281,14 @@ def test_backtest_report_tear_sheet_matches_the_library_on_the_rule(tmp_path):
     html = p.html.read_text()
     assert "<tbody>\n  </tbody>" not in html and "<tbody></tbody>" not in html    # no empty table
     assert "resolution" not in html                                                # the bootstrap table's old column is gone
+    # per regime: the trades at their decision bars, with the library's intervals (same resamples and seed)
+    from scalp_lib.regimes import compute_regimes, regime_breakdown
+    regimes = compute_regimes(all_bars, instrument=spec)
+    rows = _regime_rows(p.html)
+    for kind in ("volatility", "trend", "phase"):
+        _check_regime_rows(rows, regime_breakdown(t, regimes, kind, n_samples=200, seed=0), kind)
+    assert sum(int(rows[("volatility", lab)][0]) for lab in ("low", "mid", "high")) + int(rows.get(("volatility", "(none)"), ["0"])[0]) == len(t)
+    assert rows[("all trades", "all")][0] == f"{len(t):,}" and "Trading in every regime" in text
 
 
 def test_backtest_report_model_over_folds_files_and_recomputation(tmp_path):
@@ -271,8 +301,8 @@ def test_backtest_report_model_over_folds_files_and_recomputation(tmp_path):
     from scalp_lib.pipeline import predict_bars, proba_for_bars, PROBA_COLUMNS
     from scalp_lib.splits import temporal_split
     before = _scratch_dirs()
-    p = run_report("backtest_report", {"demo_days": 10, "bootstrap_samples": 100, "model_type": "feedforward", "model_epochs": 1, "n_folds": 2},
-                   output_dir=tmp_path, name="bt_model")
+    p = run_report("backtest_report", {"demo_days": 10, "bootstrap_samples": 100, "model_type": "feedforward", "model_epochs": 1, "n_folds": 2,
+                                       "regime_allow": "phase:middle"}, output_dir=tmp_path, name="bt_model")
     assert _scratch_dirs() <= before
     for suffix in ("_trades.csv", "_model.pt", "_predictions.parquet"):
         assert (tmp_path / f"bt_model{suffix}").is_file(), suffix
@@ -289,7 +319,9 @@ def test_backtest_report_model_over_folds_files_and_recomputation(tmp_path):
     preds = pd.read_parquet(tmp_path / "bt_model_predictions.parquet")
     tb = bars[bars.index >= preds["timestamp"].min()]
     proba = proba_for_bars(preds, tb.index)[PROBA_COLUMNS].to_numpy()
-    res = run_backtest(tb, held_signal(proba, thr, 10), take_profit_ticks=0, stop_loss_ticks=0, max_hold_bars=0)
+    from scalp_lib.regimes import compute_regimes, regime_filter
+    mid = regime_filter(held_signal(proba, thr, 10), compute_regimes(bars, instrument="ES").loc[tb.index], {"phase": ["middle"]})
+    res = run_backtest(tb, mid.to_numpy(), take_profit_ticks=0, stop_loss_ticks=0, max_hold_bars=0)
     assert f"net profit {_money(res.metrics.net_profit)}" in text and f"**{res.metrics.n_trades:,} trades**" in text
     assert len(pd.read_csv(tmp_path / "bt_model_trades.csv")) == res.metrics.n_trades
     # the spread over the two folds: the per-run table on the page, its mean and t interval in the headline
@@ -299,7 +331,7 @@ def test_backtest_report_model_over_folds_files_and_recomputation(tmp_path):
     assert [r[0] for r in body] == ["0", "1"]
     per_run = np.array([float(r[col].replace(",", "")) for r in body])
     st = ts.spread_table(pd.DataFrame({"fold": [0, 1], "net_profit": per_run}))
-    np.testing.assert_allclose(per_run[1], res.metrics.net_profit, atol=0.005)     # the last fold is the run reported above
+    np.testing.assert_allclose(per_run[1], res.metrics.net_profit, atol=0.005)     # the last fold is the run reported above, filtered alike
     # 2 sessions: the headline says the sample is too small and prints no annualised figure as if it meant something
     page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", p.html.read_text()))
     assert "Sample too small" in page and "too few sessions (2 &lt; 20) for annualised figures" in page
@@ -309,6 +341,61 @@ def test_backtest_report_model_over_folds_files_and_recomputation(tmp_path):
     assert not re.search(r"(Sharpe ratio|Sharpe|PSR|DSR|probabilistic Sharpe ratio) [\u2212-]?\d", head), head
     assert (f"**Over 2 runs** (1 seed(s) × 2 walk-forward fold(s)" in text
             and f"mean net profit {_money(st.loc['net_profit', 'mean'])} (95% interval of the mean {_money(st.loc['net_profit', 'ci_low'])}" in text)
+
+
+def test_backtest_report_multi_horizon_predictions_regime_filter_and_outside_bands(tmp_path):
+    "A prediction file with two horizon heads, combined by 'agree'; trading only mid-session; the VIX bands: the page is the library's result."
+    import numpy as np
+    import pandas as pd
+    from scalp_lib.backtest import momentum_proba, held_signal, threshold_from_quantile, run_backtest
+    from scalp_lib.config import get_instrument
+    from scalp_lib.data import demo_bars, session_dates
+    from scalp_lib.exogenous import demo_vix
+    from scalp_lib.pipeline import predictions_frame, select_horizon, proba_for_bars, PROBA_COLUMNS
+    from scalp_lib.regimes import compute_regimes, regime_filter, regime_breakdown
+    spec = get_instrument("ES")
+    all_bars = demo_bars(n_days=30, seed=0)
+    heads = np.stack([momentum_proba(all_bars, lookback_bars=5), momentum_proba(all_bars, lookback_bars=30)], axis=1)
+    predictions_frame(all_bars.index, heads, "two-heads", horizons=[5, 30]).to_parquet(tmp_path / "mh.parquet", index=False)
+    p = run_report("backtest_report", {"demo_days": 30, "bootstrap_samples": 200, "signal_source": "predictions",
+                                       "predictions_path": str(tmp_path / "mh.parquet"), "horizon": "agree",
+                                       "regime_allow": "phase:middle", "outside_series": "demo_vix"}, output_dir=tmp_path, name="bt_mh")
+    text = _report_markdown(p.notebook)
+    # the library: the heads' agreement, held for the longest horizon, zeroed outside mid-session
+    preds, how = select_horizon(pd.read_parquet(tmp_path / "mh.parquet"), "agree")
+    assert how["hold_bars"] == 30
+    proba_all = proba_for_bars(preds, all_bars.index)[PROBA_COLUMNS].to_numpy()
+    sess = session_dates(all_bars.index, spec)
+    days = np.unique(sess)
+    lo = days[int(np.floor(len(days) * 0.8))]
+    thr = threshold_from_quantile(proba_all[sess < lo], 0.95)
+    keep = sess >= lo
+    bars = all_bars[keep]
+    regimes = compute_regimes(all_bars, outside=demo_vix(all_bars, instrument=spec).rename("vix"), outside_name="vix", instrument=spec,
+                              align_kwargs={"publication_lag": "15min"})
+    calls = held_signal(proba_all[keep], thr, 30)
+    sig = regime_filter(calls, regimes.loc[bars.index], {"phase": ["middle"]}).to_numpy()
+    assert ((calls != 0) & (sig == 0)).any()                      # the filter removed something
+    res = run_backtest(bars, sig, instrument=spec, take_profit_ticks=0, stop_loss_ticks=0, max_hold_bars=0)
+    m, t = res.metrics, res.trades
+    assert m.n_trades >= 10
+    assert f"net profit {_money(m.net_profit)}" in text and f"**{m.n_trades:,} trades**" in text
+    assert "the backtest uses the agreement (P(up) and P(down) the smallest over the heads) of the heads at 5, 30 bars" in text
+    flat = re.sub(r"\s+", " ", text)
+    assert "(parameter `horizon` = agree)" in flat and "for **30 bars** from its bar (the horizon chosen by parameter `horizon`)" in flat
+    assert (f"**Regime filter**: trades only in phase middle (parameter `regime_allow`): {int(((calls != 0) & (sig == 0)).sum()):,} of "
+            f"{int((calls != 0).sum()):,} signal bars removed") in text
+    rows = _regime_rows(p.html)
+    assert rows[("phase", "open")][0] == "0" and rows[("phase", "close")][0] == "0"
+    for kind in ("phase", "vix"):
+        _check_regime_rows(rows, regime_breakdown(t, regimes, kind, n_samples=200, seed=0), kind)
+
+
+def test_backtest_report_regime_and_horizon_errors_name_the_parameter(tmp_path):
+    with pytest.raises(ReportExecutionError, match="parameter 'regime_allow'.*'volatility' has no label"):
+        run_report("backtest_report", {"demo_days": 8, "signal_source": "rule", "regime_allow": "volatility:extreme"}, output_dir=tmp_path, name="bad")
+    with pytest.raises(ReportExecutionError, match="parameter 'horizon' must be a horizon in bars"):
+        run_report("backtest_report", {"horizon": "median"}, output_dir=tmp_path, name="bad2")
 
 
 _markdown_outputs = _report_markdown

@@ -316,3 +316,15 @@ def test_held_signal_grid_marks_no_trade_cells(run):
     np.testing.assert_allclose(g.loc[run['thr'], 1.0], run['res'].metrics.net_profit, atol=1e-6)
     assert g.attrs['no_trades'].loc[0.99999].all() and g.loc[0.99999].isna().all()
     assert (g.attrs['n_trials'], g.attrs['n_trials_with_sharpe']) == (4, 2)
+
+
+def test_held_signal_grid_applies_the_signal_filter_to_every_cell(run):
+    "A regime filter on trading reaches every cell of the grid: each cell equals the backtest of the filtered held calls."
+    from scalp_lib.regimes import compute_regimes, regime_filter
+    reg = compute_regimes(run['bars'], kinds=('phase',))
+    only_mid = lambda s: regime_filter(s, reg, {'phase': ['middle']}).to_numpy()
+    g = ts.held_signal_grid(run['bars'], run['proba'], entry_thresholds=(run['thr'],), slippage_ticks=(1.0,), hold_bars=10,
+                            min_trades=0, signal_filter=only_mid, **EXITS)
+    ref = run_backtest(run['bars'], only_mid(held_signal(run['proba'], run['thr'], 10)), min_trades=0, **EXITS).metrics
+    np.testing.assert_allclose(g.loc[run['thr'], 1.0], ref.net_profit, atol=1e-6)
+    assert ref.n_trades < run['res'].metrics.n_trades                     # the filter removed trades
