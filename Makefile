@@ -8,6 +8,8 @@ export MKL_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED ?= 1
 PYTEST_ARGS ?=
+# CI has 2 cores: two pytest-xdist workers (each test keeps 1 thread); PYTEST_WORKERS=0 runs in one process
+PYTEST_WORKERS ?= 2
 
 .PHONY: install test pytest sync-check reports lab clean-reports
 
@@ -32,7 +34,7 @@ sync: install
 	$(BIN)/nbdev-export
 
 pytest: install
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) tests
 
 test: sync-check pytest
 

@@ -3,8 +3,27 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+import atexit
+import shutil
+import tempfile
 from pathlib import Path
 import pytest
+
+
+def _worker_temp_dir():
+    """Under pytest-xdist (`make test` runs `-n 2`), each worker gets its own temp folder, inherited by the report kernels
+    and subprocesses it starts: tests that look for leftovers in the temp folder (a report's scratch folder removed)
+    then see only their own worker's files."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        own = Path(tempfile.gettempdir()) / f"scalp-lib-tests-{os.getpid()}-{worker}"
+        own.mkdir(exist_ok=True)
+        os.environ["TMPDIR"] = str(own)
+        tempfile.tempdir = str(own)
+        atexit.register(shutil.rmtree, own, ignore_errors=True)
+
+
+_worker_temp_dir()
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -537,13 +537,14 @@ def test_gpu_a_step_that_cannot_be_recorded_trains_eagerly():
 def test_training_report_renders_with_every_section(tmp_path):
     from scalp_lib.report import run_report
     from scalp_lib.checkpoint import load_checkpoint, CheckpointManager
-    small = {'demo_days': 6, 'epochs': 2, 'seq_length': 10, 'hidden_size': 8, 'checkpoint_dir': str(tmp_path / 'ck')}
+    from report_checks import SMALL, assert_self_contained_html
+    small = {**SMALL['training'], 'checkpoint_dir': str(tmp_path / 'ck')}   # CI's training render: one for both sets of checks
     paths = run_report('training', small, output_dir=tmp_path)
-    html = paths.html.read_text()
+    html = assert_self_contained_html(paths)
     assert 'Traceback' not in html and 'from scalp_lib' not in html
     assert html.count('data:image/png;base64') >= 4  # learning curves, optimisation trace, confusion, calibration
     for section in ('Data and splits', 'Learning curves', 'learning-rate schedule', 'Skipped steps', 'confusion matrix',
-                    'Calibration', 'Against the baselines, on the test split', 'logistic_regression', 'hist_gradient_boosting',
+                    'Calibration', 'Against the baselines, with the spread', 'logistic_regression', 'hist_gradient_boosting',
                     'majority_class', 'Checkpoint', 'Run metadata'):
         assert section in html, section
     best = CheckpointManager(tmp_path / 'ck').best_path
