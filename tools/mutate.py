@@ -116,6 +116,7 @@ also_copy = ["settings.ini"]
 pytest_add_cli_args = {_toml_list(defaults.get('pytest_args', []))}
 pytest_add_cli_args_test_selection = {_toml_list(sel)}
 use_git_change_detection = false
+timeout_multiplier = {spec.get("timeout_multiplier", defaults.get("timeout_multiplier", 15.0))}
 
 [tool.pytest.ini_options]
 {markers}
@@ -138,14 +139,16 @@ def _patterns(module:str, spec:dict)->list[str]:
         else: out.append(f'scalp_lib.{module}.x_{f}__mutmut_*')
     return out
 
-def run_module(module:str, spec:dict, defaults:dict, max_children:int=1)->int:
+def run_module(module:str, spec:dict, defaults:dict, max_children:int=1, names:list|None=None)->int:
     ws = build_workspace(module, spec, defaults)
     mutmut = Path(sys.executable).parent / 'mutmut'
-    cmd = ['nice', '-n', '19', str(mutmut), 'run', '--max-children', str(max_children), *_patterns(module, spec)]
+    cmd = ['nice', '-n', '19', str(mutmut), 'run', '--max-children', str(max_children), *(names or _patterns(module, spec))]
     t0 = time.time()
     with open(ws / 'run.log', 'w') as log:
         rc = subprocess.call(cmd, cwd=ws, env=mutmut_env(), stdout=log, stderr=subprocess.STDOUT)
-    (ws / 'run_seconds.txt').write_text(f'{time.time() - t0:.0f}\n')
+    secs = ws / 'run_seconds.txt'                     # summed over resumed runs
+    before = int(secs.read_text()) if secs.exists() else 0
+    secs.write_text(f'{before + time.time() - t0:.0f}\n')
     return rc
 
 # ---------------------------------------------------------------------------------------------- scores
@@ -173,6 +176,33 @@ def score(module:str, spec:dict)->dict|None:
                 seconds=int(secs.read_text()) if secs.exists() else None,
                 survivors=sorted(survived + no_tests + other))
 
+def _strip_text(fn_src:str)->str:
+    "The function's AST with its docstrings and the arguments of every `raise X(...)` replaced: logic only."
+    tree = ast.parse(fn_src)
+    for node in ast.walk(tree):
+        body = getattr(node, 'body', None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], 'value', None), ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            body[0] = ast.Pass()
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+            node.exc.args, node.exc.keywords = [], []
+    return ast.dump(tree)
+
+def classify(orig:str, mutant:str)->str:
+    "'docstring or message' when the mutant differs from the original only in docstrings or raised errors' messages."
+    try: return 'docstring or message' if _strip_text(orig) == _strip_text(mutant) else 'logic'
+    except SyntaxError: return 'logic'
+
+def sources(module:str, names:list[str])->dict:
+    "(original, mutant) source of each mutant's function, read by mutmut inside the workspace."
+    if not names: return {}
+    code = ("import json,sys,libcst as cst\nfrom mutmut.mutation.diff_apply import read_original_function, read_mutant_function, read_mutants_module, find_mutant\n"
+            "out = {}\nfor n in json.load(sys.stdin):\n    mod = read_mutants_module(find_mutant(n).path)\n"
+            "    out[n] = [cst.Module([read_original_function(mod, n)]).code.strip(), cst.Module([read_mutant_function(mod, n)]).code.strip()]\n"
+            "print(json.dumps(out))")
+    r = subprocess.run([sys.executable, '-c', code], cwd=WORK / module, input=json.dumps(names), capture_output=True, text=True, env=mutmut_env())
+    return json.loads(r.stdout) if r.returncode == 0 else {}
+
 def diffs(module:str, names:list[str])->dict:
     "The diff of each mutant, read by mutmut itself inside the workspace."
     if not names: return {}
@@ -184,22 +214,32 @@ def diffs(module:str, names:list[str])->dict:
     return json.loads(r.stdout)
 
 def report(modules:list[str], cfg:dict, show_diffs:bool=True, out:Path|None=None):
+    "Scores per module; survivors split into logic mutants and docstring / error-message text mutants, with their diffs."
     rows = []
     for m in modules:
         s = score(m, cfg['modules'][m])
-        if s: rows.append(s)
-    lines = ['| module | mutants run | killed | timeout | survived | no tests | score | run time |', '|---|---:|---:|---:|---:|---:|---:|---:|']
+        if not s: continue
+        src = sources(m, s['survivors'])
+        s['text_only'] = sorted(n for n in s['survivors'] if n in src and classify(*src[n]) != 'logic')
+        s['logic'] = [n for n in s['survivors'] if n not in set(s['text_only'])]
+        n_logic = s['run'] - len(s['text_only'])
+        s['logic_score_pct'] = round(100 * (s['killed'] + s['timeout']) / n_logic, 1) if n_logic else float('nan')
+        rows.append(s)
+    lines = ['| module | mutants run | killed | timeout | survived | no tests | score | of which text-only survivors | score without them | run time |',
+             '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
     for s in rows:
         lines.append(f"| {s['module']} | {s['run']} | {s['killed']} | {s['timeout']} | {s['survived']} | {s['no_tests']} | "
-                     f"{s['score_pct']} % | {s['seconds'] or '?'} s |")
+                     f"{s['score_pct']} % | {len(s['text_only'])} | {s['logic_score_pct']} % | {s['seconds'] or '?'} s |")
     text = '\n'.join(lines) + '\n'
     if show_diffs:
         for s in rows:
             if not s['survivors']: continue
-            text += f"\n## {s['module']}: {len(s['survivors'])} surviving\n"
-            for name, d in diffs(s['module'], s['survivors']).items():
-                body = '\n'.join(l for l in d.splitlines() if l.startswith(('+', '-')) and not l.startswith(('+++', '---')))
-                text += f"\n### {name}\n```diff\n{body}\n```\n"
+            d = diffs(s['module'], s['survivors'])
+            for title, names in (('logic', s['logic']), ('docstring or error-message text only', s['text_only'])):
+                text += f"\n## {s['module']}: {len(names)} surviving, {title}\n"
+                for name in names:
+                    body = '\n'.join(l for l in d.get(name, '').splitlines() if l.startswith(('+', '-')) and not l.startswith(('+++', '---')))
+                    text += f"\n### {name}\n```diff\n{body}\n```\n"
     if out: out.write_text(text)
     print(text)
     return rows
@@ -210,6 +250,7 @@ def main(argv=None):
     p.add_argument('modules', nargs='*', help=f"modules to run (default: all of {CONFIG.name})")
     p.add_argument('--report', action='store_true', help='only print the scores (and survivors) of runs already made')
     p.add_argument('--no-diffs', action='store_true', help='scores only, without the surviving mutants')
+    p.add_argument('--survivors', action='store_true', help='run again only the mutants that survived the last run (after adding tests)')
     p.add_argument('--fresh', action='store_true', help='delete the workspace first (forget earlier results)')
     p.add_argument('--out', type=Path, help='also write the report (markdown) to this file')
     a = p.parse_args(argv)
@@ -220,7 +261,12 @@ def main(argv=None):
         for m in modules:
             if a.fresh and (WORK / m).exists(): shutil.rmtree(WORK / m)
             print(f'mutating scalp_lib/{m}.py ...', flush=True)
-            rc = run_module(m, cfg['modules'][m], cfg.get('defaults', {}))
+            names = None
+            if a.survivors:
+                last = score(m, cfg['modules'][m])
+                names = last['survivors'] if last else None
+                if not names: print('  no survivors to run again'); continue
+            rc = run_module(m, cfg['modules'][m], cfg.get('defaults', {}), names=names)
             if rc: print(f'  mutmut exited {rc}: see {WORK / m / "run.log"}', flush=True)
     report(modules, cfg, show_diffs=not a.no_diffs, out=a.out)
 
