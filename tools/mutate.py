@@ -82,7 +82,42 @@ def mutable_source(src:str)->tuple[str, list[str]]:
     for a, b, new in sorted(edits, key=lambda e: -e[0]): lines[a - 1:b] = new
     out = '\n'.join(lines) + '\n'
     ast.parse(out)
-    return out, notes
+    return quiet_text(out), notes
+
+def _indent(line:str)->str: return line[:len(line) - len(line.lstrip())]
+
+def quiet_text(src:str)->str:
+    """Docstrings removed and every `raise` statement between `# pragma: no mutate start/end` lines.
+
+    Mutating a docstring or the words of an error message is not a bug that costs money or leaks the future, and
+    each such mutant costs a test run; the condition that leads to the raise is still mutated. A `raise` on the
+    line of its `if`/`else` is moved to a line of its own first (same meaning)."""
+    tree, lines = ast.parse(src), src.splitlines()
+    edits = []   # (first, last, replacement), 1-based inclusive
+    for node in ast.walk(tree):
+        body = getattr(node, 'body', None)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and len(body) > 1:
+            d = body[0]
+            if isinstance(d, ast.Expr) and isinstance(d.value, ast.Constant) and isinstance(d.value.value, str) \
+                    and lines[d.lineno - 1][:d.col_offset].strip() == '' and lines[d.end_lineno - 1][d.end_col_offset:].strip() == '' \
+                    and d.lineno > node.body[0].lineno - 1 and body[1].lineno > d.end_lineno:
+                edits.append((d.lineno, d.end_lineno, []))
+        if isinstance(node, ast.Raise):
+            first, last = lines[node.lineno - 1], lines[node.end_lineno - 1]
+            if last[node.end_col_offset:].strip() not in ('',) and not last[node.end_col_offset:].strip().startswith('#'): continue
+            head = first[:node.col_offset]
+            text = [first[node.col_offset:]] + lines[node.lineno:node.end_lineno]
+            if head.strip() == '':
+                ind = head
+                edits.append((node.lineno, node.end_lineno, [f'{ind}# pragma: no mutate start'] + [head + text[0]] + text[1:] + [f'{ind}# pragma: no mutate end']))
+            elif head.rstrip().endswith(':'):
+                ind = _indent(first) + '    '
+                edits.append((node.lineno, node.end_lineno, [head.rstrip(), f'{ind}# pragma: no mutate start', ind + text[0]] + text[1:] + [f'{ind}# pragma: no mutate end']))
+    edits.sort(key=lambda e: -e[0])
+    for a, b, new in edits: lines[a - 1:b] = new
+    out = '\n'.join(lines) + '\n'
+    ast.parse(out)
+    return out
 
 # ---------------------------------------------------------------------------------------------- the workspace
 def _write_if_changed(path:Path, text:str):
