@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # CI has 2 cores: two pytest-xdist workers (each test keeps 1 thread); PYTEST_WORKERS=0 runs in one process
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test pytest sync-check reports lab clean-reports
+.PHONY: install test pytest sync-check reports lab clean-reports mutate
 
 $(STAMP): pyproject.toml constraints-ci.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,6 +37,13 @@ pytest: install
 	$(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) tests
 
 test: sync-check pytest
+
+# mutation testing of the money and look-ahead modules (tools/mutation.toml); hours on 2 cores, never part of `make test`.
+# MUTATE_ARGS: module names to run only those (e.g. MUTATE_ARGS="metrics splits"), --report to print the scores only.
+MUTATE_ARGS ?=
+mutate: install
+	$(PY) -m pip install -q -c constraints-ci.txt -e ".[dev,mutate]"
+	$(PY) tools/mutate.py --out build/mutate/report.md $(MUTATE_ARGS)
 
 reports: install
 	$(BIN)/scalp-report --all --output-dir reports

@@ -318,7 +318,7 @@ def _simulate_nb(o, h, l, c, inv, sig, new_session, tp, sl, max_hold, flat_eod, 
             k, in_pos = k + 1, False
         # 4. the decision on the close, filled at the next open; and what became of a non-zero signal
         s = sig[t]
-        s_side = (s > 0) - (s < 0)
+        s_side = int(s > 0) - int(s < 0)                         # ints: the same under NUMBA_DISABLE_JIT (numpy bools do not subtract)
         col = 0 if s > 0 else 1
         if last:
             if s != 0: outcome[4, col] += 1

@@ -267,7 +267,7 @@ def _triple_barrier_nb(op, hp, lp, cp, tick, pt_w, sl_w, sess, V, rule, tol):
         gap_up, gap_dn = o[j] >= up - tol, o[j] <= dn + tol      # bar j touches: it decides
         hit_up, hit_dn = hi[j] >= up - tol, lo[j] <= dn + tol
         tie = hit_up and hit_dn and not gap_up and not gap_dn
-        n_amb += tie
+        n_amb += 1 if tie else 0
         take_pt = gap_up or (hit_up and not hit_dn and not gap_dn) or (tie and rule == 1)
         take_sl = not take_pt and (gap_dn or (hit_dn and not tie) or (tie and rule == 0))
         t1[t] = j
