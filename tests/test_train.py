@@ -398,10 +398,14 @@ def test_which_runs_replay_a_graph(monkeypatch):
     from scalp_lib.train import Trainer
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(300, 3)).astype(np.float32), rng.integers(0, 3, 300)
-    kw = dict(epochs=1, batch_size=32, progress=False, device='cpu')
+    kw = dict(epochs=1, batch_size=32, progress=False, device='cpu', last_batch='keep')
     assert Trainer(_tiny(), (X, y), **kw).fit().params['cuda_graphs_off'] == "device 'cpu' (CUDA only)"
     monkeypatch.setitem(T._GRAPH_RECORDERS, 'cpu', _EagerRecorder)
+    # 300 = 9 x 32 + 12: 'keep' gives 9 full steps and a short one; 3 eager warm-up steps, 6 replayed
     assert Trainer(_tiny(), (X, y), **kw).fit().params['cuda_graph_steps'] == 9 - 3
+    # 'merge' (the default): the 12-sample tail joins the 9th batch (44 samples), which is not full-size: 8 - 3 replayed
+    merged = Trainer(_tiny(), (X, y), **{**kw, 'last_batch': 'merge'}).fit()
+    assert merged.params['steps_per_epoch'] == 9 and merged.params['cuda_graph_steps'] == 8 - 3
     assert Trainer(_tiny(), (X, y), cuda_graphs=False, **kw).fit().params['cuda_graphs_off'] == 'cuda_graphs=False'
     class EpochEnd(TrainerCallback):
         def on_epoch_end(self, trainer, row): pass
@@ -544,8 +548,8 @@ def test_training_report_renders_with_every_section(tmp_path):
     assert 'Traceback' not in html and 'from scalp_lib' not in html
     assert html.count('data:image/png;base64') >= 4  # learning curves, optimisation trace, confusion, calibration
     for section in ('Data and splits', 'Learning curves', 'learning-rate schedule', 'Skipped steps', 'confusion matrix',
-                    'Calibration', 'Against the baselines, with the spread', 'logistic_regression', 'hist_gradient_boosting',
-                    'majority_class', 'Checkpoint', 'Run metadata'):
+                    'Calibration', 'Against the baselines, with the spread', 'logistic regression', 'gradient boosting',
+                    'the majority class', 'Checkpoint', 'Run metadata'):
         assert section in html, section
     best = CheckpointManager(tmp_path / 'ck').best_path
     assert best is not None and best.name in html

@@ -142,13 +142,14 @@ def test_ranks_draw_disjoint_shares_that_cover_the_epoch(runs):
     "T (900 samples): per batch the halves are disjoint and form the single-process batch; A (901): one padded sample."
     _, first, _ = runs
     t0, t1 = first[0]['T']['seen'], first[1]['T']['seen']
-    steps = -(-N_TRAIN_EVEN // BATCH)
+    steps, tail = divmod(N_TRAIN_EVEN, BATCH)   # 14 full batches and a 4-sample tail
+    assert 0 < 2 * tail < BATCH                   # settings' last_batch='merge': the tail joins the 14th batch (68 samples)
     assert len(t0) == len(t1) == 3 * steps
     for s, (a, b) in enumerate(zip(t0, t1)):
         epoch, i = divmod(s, steps)
-        assert len(a) == len(b) > 0
+        assert len(a) == len(b) == (BATCH + tail if i == steps - 1 else BATCH) // 2
         assert not set(a.tolist()) & set(b.tolist())
-        glob = _epoch_permutation(N_TRAIN_EVEN, 7, epoch)[i * BATCH:(i + 1) * BATCH]
+        glob = _epoch_permutation(N_TRAIN_EVEN, 7, epoch)[i * BATCH:(N_TRAIN_EVEN if i == steps - 1 else (i + 1) * BATCH)]
         assert sorted(torch.cat([a, b]).tolist()) == sorted(glob.tolist())
     a0, a1 = first[0]['A']['seen'], first[1]['A']['seen']
     for epoch in range(3):
