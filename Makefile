@@ -8,7 +8,8 @@ export MKL_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED ?= 1
 PYTEST_ARGS ?=
-# CI has 2 cores: two pytest-xdist workers (each test keeps 1 thread); PYTEST_WORKERS=0 runs in one process
+# CI has 2 cores: two pytest-xdist workers (each test keeps 1 thread); --dist loadfile: a file runs whole and in order
+# on one worker (module fixtures once, checks that read what earlier tests counted). PYTEST_WORKERS=0: one process
 PYTEST_WORKERS ?= 2
 
 .PHONY: install test pytest sync-check reports lab clean-reports mutate
@@ -34,7 +35,7 @@ sync: install
 	$(BIN)/nbdev-export
 
 pytest: install
-	$(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS) tests
 
 test: sync-check pytest
 

@@ -24,7 +24,6 @@ from scalp_lib.train import _epoch_permutation, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 N_TRAIN_EVEN, N_TRAIN_ODD, N_VAL, BATCH = 900, 901, 300, 64
-pytestmark = pytest.mark.xdist_group("ddp")   # under `-n 2 --dist loadgroup` one worker runs the module: one torchrun fixture
 VAL_LOSS_TOL = 1e-4  # 2 processes vs 1, no dropout: only the order of float sums differs (measured: below 1e-6)
 
 

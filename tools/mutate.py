@@ -2,6 +2,7 @@
 
     python tools/mutate.py splits backtest      # run (or resume) these modules, then print the scores
     python tools/mutate.py --report             # scores of every module already run, and the survivors
+    python tools/mutate.py --jobs 14 backtest   # 14 mutants tested at once (a many-core machine)
     make mutate                                  # every module of tools/mutation.toml (long: not part of make test)
 
 Why a workspace (build/mutate/<module>/) and not the project itself:
@@ -288,6 +289,7 @@ def main(argv=None):
     p.add_argument('--survivors', action='store_true', help='run again only the mutants that survived the last run (after adding tests)')
     p.add_argument('--fresh', action='store_true', help='delete the workspace first (forget earlier results)')
     p.add_argument('--out', type=Path, help='also write the report (markdown) to this file')
+    p.add_argument('--jobs', type=int, default=1, help='mutants tested at once (mutmut --max-children); default 1')
     a = p.parse_args(argv)
     modules = a.modules or list(cfg['modules'])
     unknown = [m for m in modules if m not in cfg['modules']]
@@ -301,7 +303,7 @@ def main(argv=None):
                 last = score(m, cfg['modules'][m])
                 names = last['survivors'] if last else None
                 if not names: print('  no survivors to run again'); continue
-            rc = run_module(m, cfg['modules'][m], cfg.get('defaults', {}), names=names)
+            rc = run_module(m, cfg['modules'][m], cfg.get('defaults', {}), max_children=a.jobs, names=names)
             if rc: print(f'  mutmut exited {rc}: see {WORK / m / "run.log"}', flush=True)
     report(modules, cfg, show_diffs=not a.no_diffs, out=a.out)
 
