@@ -13,7 +13,8 @@ from .config import ScalpLibError, InstrumentSpec, Settings, get_instrument, loa
 
 # %% auto #0
 __all__ = ['STAMP_CONVENTIONS', 'CalendarError', 'CalendarNames', 'calendar_names', 'market_calendar', 'exchange_sessions',
-           'exchange_holidays', 'business_days', 'is_business_day', 'business_day_offset', 'session_positions']
+           'scheduled_close_minutes', 'exchange_holidays', 'business_days', 'is_business_day', 'business_day_offset',
+           'session_positions']
 
 # %% ../nbs/00a_calendar.ipynb #c88e5dd1
 class CalendarError(ScalpLibError, ValueError):
@@ -113,6 +114,28 @@ def exchange_sessions(start, # first trading date (anything pd.Timestamp accepts
     years = [_year_sessions(names.sessions, names.business_days, names.tz, y) for y in range(s.year, e.year + 1)]
     out = pd.concat(years) if len(years) > 1 else years[0]
     return out.loc[s:e].copy()
+
+# %% ../nbs/00a_calendar.ipynb #00603a65
+def scheduled_close_minutes(day:np.ndarray, # trading dates: datetime64 (e.g. scalp_lib.data.session_dates) or int64 days since 1970-01-01
+                            instrument:str|InstrumentSpec='ES', # whose calendar, session open and regular session length
+                           )->np.ndarray: # int64 minutes from the instrument's session open to each date's scheduled close
+    "Minutes from the session open to the scheduled close of each trading date (early closes included), from the exchange calendar."
+    spec = get_instrument(instrument)
+    day = np.asarray(day)
+    day = day.astype('datetime64[D]').astype(np.int64) if np.issubdtype(day.dtype, np.datetime64) else day.astype(np.int64)
+    out = np.full(len(day), spec.session_minutes, np.int64)
+    if not len(day): return out
+    d0, d1 = (np.datetime64(int(x), 'D') for x in (day.min(), day.max()))
+    sess = exchange_sessions(str(d0), str(d1), spec)
+    if not len(sess): return out
+    close = pd.DatetimeIndex(sess['close']).tz_convert(spec.tz)
+    open_min = spec.session_open.hour * 60 + spec.session_open.minute
+    close_since = ((close.hour * 60 + close.minute).to_numpy(np.int64) - open_min) % 1440
+    cal_days = pd.DatetimeIndex(sess.index).values.astype('datetime64[D]').astype(np.int64)
+    pos = np.clip(np.searchsorted(cal_days, day), 0, len(cal_days) - 1)
+    hit = cal_days[pos] == day
+    out[hit] = close_since[pos[hit]]
+    return out
 
 # %% ../nbs/00a_calendar.ipynb #35f75d68
 def exchange_holidays(start, end, # first and last date of the period, inclusive

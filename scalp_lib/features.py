@@ -20,14 +20,15 @@ import pandas as pd
 from tqdm.auto import tqdm
 from .config import ScalpLibError, InstrumentSpec, get_instrument, load_settings, section_defaults
 from .data import OHLCV, load_bars, iter_raw_chunks
+from .exchange_calendar import scheduled_close_minutes
 
 # %% auto #0
 __all__ = ['FeatureError', 'UnknownFeatureGroupError', 'FeatureGroup', 'register_feature_group', 'unregister_feature_group',
            'feature_groups', 'returns_features', 'volatility_features', 'atr_features', 'rsi_features', 'macd_features',
            'bollinger_features', 'stochastic_features', 'zscore_features', 'vwap_features', 'volume_features',
-           'volume_profile_features', 'scheduled_close_minutes', 'time_features', 'opening_range_features',
-           'candle_features', 'channel_features', 'FeatureReport', 'ScalpingFeatureEngineer', 'perturb_after',
-           'causality_violations', 'generate_features_chunked']
+           'volume_profile_features', 'time_features', 'opening_range_features', 'candle_features', 'channel_features',
+           'FeatureReport', 'ScalpingFeatureEngineer', 'perturb_after', 'causality_violations',
+           'generate_features_chunked']
 
 # %% ../nbs/02_features.ipynb #51661806
 class FeatureError(ScalpLibError, ValueError):
@@ -907,25 +908,6 @@ def _time_kernel(day, since, sod, close_since_open, out):
         out[3, i] = float(close_since_open[i]) - float(since[i])
         out[4, i] = (day[i] + 3) % 7               # 1970-01-01 was a Thursday (3)
     return minute_of_day
-
-def scheduled_close_minutes(day:np.ndarray, # trading dates as days since 1970-01-01 (int64), as _session_clock gives
-                            spec:InstrumentSpec, # instrument: its exchange calendar, session open and regular length
-                           )->np.ndarray: # int64 minutes from spec.session_open to each date's scheduled close
-    "Minutes from the session open to the scheduled close of each trading date (early closes included), from the exchange calendar."
-    out = np.full(len(day), spec.session_minutes, np.int64)
-    if not len(day): return out
-    from scalp_lib.exchange_calendar import exchange_sessions
-    d0, d1 = (np.datetime64(int(x), 'D') for x in (day.min(), day.max()))
-    sess = exchange_sessions(str(d0), str(d1), spec)
-    if not len(sess): return out
-    close = pd.DatetimeIndex(sess['close']).tz_convert(spec.tz)
-    open_min = spec.session_open.hour * 60 + spec.session_open.minute
-    close_since = ((close.hour * 60 + close.minute).to_numpy(np.int64) - open_min) % 1440
-    cal_days = pd.DatetimeIndex(sess.index).values.astype('datetime64[D]').astype(np.int64)
-    pos = np.clip(np.searchsorted(cal_days, day), 0, len(cal_days) - 1)
-    hit = cal_days[pos] == day
-    out[hit] = close_since[pos[hit]]
-    return out
 
 def time_features(df:pd.DataFrame, # bars
                   spec:InstrumentSpec, # instrument (exchange time zone, session times, exchange calendar)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from .config import ScalpLibError, InstrumentSpec, get_instrument, load_settings, section_defaults
 from .data import session_dates, minutes_since_open
+from .exchange_calendar import scheduled_close_minutes
 from .exogenous import align_asof, perturb_series_after
 from .features import perturb_after
 from .metrics import trade_stats
@@ -192,10 +193,10 @@ def session_phase(bars, # bars, a Series on bar times, or the DatetimeIndex itse
                   *,
                   open_minutes:int|None=None, # first minutes of the window labelled 'open'; default settings
                   close_minutes:int|None=None, # last minutes of the window labelled 'close'; default settings
-                  window:str|None=None, # 'session' or 'HH:MM-HH:MM' exchange time; default settings [regimes] phase_window
-                  instrument:str|InstrumentSpec|None=None, # exchange time zone and session times
+                  window:str|None=None, # 'session' (to each day's scheduled close) or a fixed 'HH:MM-HH:MM' in exchange time; default settings [regimes] phase_window
+                  instrument:str|InstrumentSpec|None=None, # exchange time zone, session times and calendar
                  )->pd.Series: # ordered categorical open / middle / close / outside
-    "Phase of the (scheduled) session each bar starts in: open, middle, close, or outside the window."
+    "Phase of the session each bar starts in (open, middle, close, outside), up to the day's scheduled close."
     s = regime_settings(phase_open_minutes=open_minutes, phase_close_minutes=close_minutes, phase_window=window)
     idx, spec = _bar_index(bars), _spec(bars, instrument)
     start, length = _window_minutes(s['phase_window'], spec)
@@ -203,7 +204,8 @@ def session_phase(bars, # bars, a Series on bar times, or the DatetimeIndex itse
     if o < 0 or c < 0 or o + c > length: raise RegimeError(f"open_minutes={o} + close_minutes={c} must be >= 0 and fit the {length}-minute window")
     local = idx.tz_convert(spec.tz)
     m = ((local.hour * 60 + local.minute).to_numpy(np.int64) - start) % (24 * 60)
-    codes = np.where(m >= length, 3, np.where(m < o, 0, np.where(m >= length - c, 2, 1)))
+    end = scheduled_close_minutes(session_dates(idx, spec), spec) if s['phase_window'] == 'session' else length  # early closes
+    codes = np.where(m >= end, 3, np.where(m < o, 0, np.where(m >= end - c, 2, 1)))
     return _categorical(codes, REGIME_LABELS['phase'], idx, 'phase')
 
 # %% ../nbs/17_regimes.ipynb #371ef385

@@ -136,6 +136,35 @@ def test_phase_uses_exchange_time_and_scheduled_sessions():
         session_phase(idx, window='08:30-09:00', open_minutes=20, close_minutes=20, instrument='ES')
 
 
+
+def _phase_by_chicago_time(ph):
+    return pd.Series(ph.to_numpy(), index=ph.index.tz_convert('America/Chicago'))
+
+
+def test_phase_ends_at_the_scheduled_early_close():
+    "ES, Thanksgiving week 2025: regular Wednesday, Thanksgiving holiday session (12:00 close), Friday early close 12:15."
+    idx = pd.date_range('2025-11-25 17:00', '2025-11-28 12:30', freq='min', tz='America/Chicago')
+    ph = _phase_by_chicago_time(session_phase(idx, window='session', open_minutes=60, close_minutes=60, instrument='ES'))
+    fri = ph['2025-11-27 17:00':]
+    assert set(fri['2025-11-28 11:15':'2025-11-28 12:14']) == {'close'} and (fri == 'close').sum() == 60
+    assert set(fri['2025-11-28 12:15':]) == {'outside'} and fri['2025-11-28 12:20'] == 'outside'
+    assert set(fri['2025-11-28 10:00':'2025-11-28 11:14']) == {'middle'}
+    assert set(fri['2025-11-27 17:00':'2025-11-27 17:59']) == {'open'}
+    thu = ph['2025-11-26 17:00':'2025-11-27 16:59']
+    assert set(thu['2025-11-27 11:00':'2025-11-27 11:59']) == {'close'} and (thu == 'close').sum() == 60
+    assert set(thu['2025-11-27 12:00':]) == {'outside'} and thu['2025-11-27 10:59'] == 'middle'
+    wed = ph[:'2025-11-26 16:59']   # a regular day keeps the regular close hour
+    assert set(wed['2025-11-26 15:00':'2025-11-26 15:59']) == {'close'} and (wed == 'close').sum() == 60
+    assert set(wed['2025-11-26 16:00':]) == {'outside'} and wed['2025-11-26 14:59'] == 'middle'
+    assert (wed == 'open').sum() == 60 and (wed == 'middle').sum() == 1380 - 120
+    # a fixed window is the same clock window every day: early closes do not move it
+    rth = _phase_by_chicago_time(session_phase(idx, window='08:30-15:00', open_minutes=30, close_minutes=30, instrument='ES'))
+    assert rth['2025-11-28 12:14'] == rth['2025-11-28 12:20'] == 'middle'
+    assert rth['2025-11-26 14:45'] == 'close' and rth['2025-11-27 14:45'] == 'close'
+    # bars stamped in another time zone get the same labels
+    ny = session_phase(idx.tz_convert('America/New_York'), window='session', open_minutes=60, close_minutes=60, instrument='ES')
+    assert ny.tolist() == ph.tolist()
+
 def test_outside_bands_use_the_published_value(bars):
     day = pd.Timestamp(bars.index[2000].tz_convert('America/Chicago').date())
     obs = pd.DatetimeIndex([f"{(day - pd.Timedelta(days=1)).date()} 15:15", f"{day.date()} 15:15"]).tz_localize('America/Chicago')
@@ -207,3 +236,16 @@ def test_real_es_regimes_are_causal(shared_data):
     reg = compute_regimes(es, **kw)
     ny = es.index.tz_convert('America/New_York').strftime('%H:%M')
     assert set(reg['phase'][ny == '09:30']) == {'open'} and set(reg['phase'][ny == '12:00']) == {'middle'}
+
+
+def test_real_es_phase_differs_from_the_regular_session_only_after_the_labor_day_close(shared_data):
+    "The file's only non-regular session is Labor Day 2025 (holiday session, scheduled close 12:00 Chicago)."
+    es = load_bars(shared_data / 'es_1min_2025-09_11.csv.gz', tz='America/New_York', ts_offset='5h', instrument='ES')
+    kw = dict(open_minutes=60, close_minutes=60, instrument='ES')
+    ph = _phase_by_chicago_time(session_phase(es, window='session', **kw))
+    regular = _phase_by_chicago_time(session_phase(es, window='17:00-16:00', **kw))   # the regular session, every day
+    diff = ph[ph != regular]
+    assert len(diff) == 300 and set(diff.index.date) == {pd.Timestamp('2025-09-01').date()}
+    assert set(ph['2025-09-01 11:00':'2025-09-01 11:59']) == {'close'}
+    assert set(ph['2025-09-01 12:00':'2025-09-01 15:59']) == {'outside'} and len(ph['2025-09-01 12:00':'2025-09-01 15:59']) == 240
+    assert set(regular['2025-09-01 11:00':'2025-09-01 14:59']) == {'middle'}
